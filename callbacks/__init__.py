@@ -1,0 +1,1 @@
+"""Lightning callbacks for metrics and samples (installed as talkinghead.callbacks)."""

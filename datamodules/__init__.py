@@ -1,0 +1,1 @@
+"""Shards, synthetic talking heads and the DataModules that stream them (installed as talkinghead.datamodules)."""

@@ -1,0 +1,465 @@
+"""The talking-head shard format: the one module that writes and reads it (spec: docs/SHARD_FORMAT.md).
+
+A shard is a WebDataset tar file; each sample is one clip (a short run of frames of one person) stored as
+members sharing a key::
+
+    <key>.frames.mp4 | <key>.frames.npy   frames, (T, H, W, 3) uint8 RGB
+    <key>.landmarks.npy                    (T, 68, 2) float32, iBUG-68 points in crop pixels
+    <key>.pose.npy            (optional)   (T, 6) float32: yaw, pitch, roll (degrees), tx, ty, tz (normalised)
+    <key>.mask.npz            (optional)   (T, H, W) uint8 foreground mask in {0, 1}, array name "mask"
+    <key>.meta.json                        identity, video, source, fps, size, format_version, ...
+
+Next to each ``NAME.tar`` the writer puts ``NAME.json``, an index of the shard's samples (key, identity, video,
+number of frames) so that readers can find identities and videos without streaming the tar.
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import os
+import re
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import braceexpand
+import fsspec
+import numpy as np
+
+__all__ = [
+    "FORMAT_VERSION",
+    "NUM_LANDMARKS",
+    "Clip",
+    "ClipMeta",
+    "IndexEntry",
+    "ShardError",
+    "ShardWriter",
+    "decode_clip",
+    "decode_frames",
+    "encode_clip",
+    "expand_shards",
+    "iter_shard_samples",
+    "read_index",
+]
+
+FORMAT_VERSION = 1
+NUM_LANDMARKS = 68
+FRAME_CODECS = ("mp4", "npy")
+_KEY_PATTERN = re.compile(r"^[A-Za-z0-9_\-/]+$")
+_REQUIRED_MEMBERS = ("landmarks.npy", "meta.json")
+
+
+class ShardError(ValueError):
+    """A shard, a shard pattern or a sample inside a shard is unusable; the message says which and what to do."""
+
+
+@dataclass
+class ClipMeta:
+    """Metadata of one clip (``meta.json``)."""
+
+    identity: str  # person id, e.g. VoxCeleb2 "id00012" or "synth-00003"
+    video: str  # video id, unique across the data set (identity-prefixed by the writers)
+    source: str  # where the frames came from: an input file path or "synthetic"
+    fps: float  # frames per second of the clip
+    size: int  # side of the square crop in pixels
+    crop_box: list[float] | None = None  # (x0, y0, x1, y1) of the crop in source pixels, when cropped from a video
+    preprocessing: str = ""  # name and version of the tool that wrote the clip
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # anything else a writer wants to keep
+
+
+@dataclass
+class Clip:
+    """One sample of a shard, decoded."""
+
+    frames: np.ndarray  # (T, H, W, 3) uint8 RGB
+    landmarks: np.ndarray  # (T, 68, 2) float32 crop pixels
+    meta: ClipMeta
+    pose: np.ndarray | None = None  # (T, 6) float32, or None when unknown
+    mask: np.ndarray | None = None  # (T, H, W) uint8 in {0, 1}, or None when unknown
+
+    def __post_init__(self) -> None:
+        _check_clip_arrays(self.frames, self.landmarks, self.pose, self.mask, where="clip")
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.landmarks.shape[0])
+
+
+@dataclass(frozen=True)
+class IndexEntry:
+    """One line of a shard index: where a clip lives and whose it is."""
+
+    shard: str  # the shard URL or path
+    key: str  # the sample key inside the shard
+    identity: str
+    video: str
+    num_frames: int
+
+
+def _check_clip_arrays(
+    frames: np.ndarray | None,
+    landmarks: np.ndarray,
+    pose: np.ndarray | None,
+    mask: np.ndarray | None,
+    where: str,
+) -> None:
+    def fail(problem: str) -> None:
+        raise ShardError(f"{where}: {problem}")
+
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (NUM_LANDMARKS, 2):
+        fail(f"landmarks must have shape (T, 68, 2), got {tuple(landmarks.shape)}")
+    num_frames = landmarks.shape[0]
+    if num_frames < 1:
+        fail("a clip needs at least one frame")
+    if frames is not None:
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            fail(f"frames must be uint8 (T, H, W, 3) RGB, got {frames.dtype} {tuple(frames.shape)}")
+        if frames.shape[0] != num_frames:
+            fail(f"{frames.shape[0]} frames but {num_frames} landmark sets")
+    if pose is not None and pose.shape != (num_frames, 6):
+        fail(f"pose must have shape (T, 6) = ({num_frames}, 6), got {tuple(pose.shape)}")
+    if mask is not None:
+        if mask.ndim != 3 or mask.shape[0] != num_frames:
+            fail(f"mask must have shape (T, H, W) with T = {num_frames}, got {tuple(mask.shape)}")
+        if frames is not None and mask.shape[1:] != frames.shape[1:3]:
+            fail(f"mask size {tuple(mask.shape[1:])} differs from frame size {tuple(frames.shape[1:3])}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoding
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def encode_frames_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
+    """H.264 mp4 bytes of (T, H, W, 3) uint8 RGB frames (H and W must be even)."""
+    import av
+
+    num_frames, height, width, _ = frames.shape
+    if height % 2 or width % 2:
+        raise ShardError(f"H.264 needs even frame sizes, got {height}x{width}: use codec 'npy' or an even size")
+    buffer = io.BytesIO()
+    with av.open(buffer, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=max(1, round(fps)))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": str(crf), "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert num_frames > 0
+    return buffer.getvalue()
+
+
+def encode_clip(clip: Clip, key: str, codec: str = "mp4", crf: int = 18) -> dict[str, Any]:
+    """A WebDataset sample dict (member name -> bytes) for one clip.
+
+    Args:
+        clip: the clip to store.
+        key: sample key, letters, digits, '_', '-' and '/' only (a '.' would split the key).
+        codec: "mp4" (H.264, lossy, compact; real data) or "npy" (raw, lossless; small synthetic data).
+        crf: H.264 constant rate factor for codec "mp4" (lower is better quality).
+    """
+    if not _KEY_PATTERN.match(key):
+        raise ShardError(f"sample key {key!r} may only hold letters, digits, '_', '-' and '/'")
+    if codec not in FRAME_CODECS:
+        raise ShardError(f"unknown frame codec {codec!r}: choose one of {FRAME_CODECS}")
+    meta = asdict(clip.meta)
+    meta["size"] = int(clip.frames.shape[1])
+    meta["num_frames"] = clip.num_frames
+    sample: dict[str, Any] = {
+        "__key__": key,
+        "landmarks.npy": _npy_bytes(clip.landmarks.astype(np.float32)),
+        "meta.json": json.dumps(meta).encode(),
+    }
+    if codec == "mp4":
+        sample["frames.mp4"] = encode_frames_mp4(clip.frames, clip.meta.fps, crf=crf)
+    else:
+        sample["frames.npy"] = _npy_bytes(clip.frames)
+    if clip.pose is not None:
+        sample["pose.npy"] = _npy_bytes(clip.pose.astype(np.float32))
+    if clip.mask is not None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, mask=(clip.mask > 0).astype(np.uint8))
+        sample["mask.npz"] = buffer.getvalue()
+    return sample
+
+
+class ShardWriter:
+    """Writes clips into numbered shards ``PREFIX-000000.tar`` with an index ``PREFIX-000000.json`` beside each.
+
+    A shard is written under a temporary name and renamed when complete, so an interrupted run never leaves a
+    truncated shard under a real name, and shards that already exist are never overwritten.
+
+    Args:
+        out_dir: folder for the shards (created if missing).
+        prefix: shard file name prefix.
+        max_samples: clips per shard.
+        max_bytes: start a new shard once this many bytes are written.
+        codec: frame codec, see :func:`encode_clip`.
+        start_index: number of the first shard.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        prefix: str = "shard",
+        max_samples: int = 1000,
+        max_bytes: int = 1 << 30,
+        codec: str = "mp4",
+        start_index: int = 0,
+    ) -> None:
+        import webdataset as wds
+
+        self._wds = wds
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix, self.max_samples, self.max_bytes, self.codec = prefix, max_samples, max_bytes, codec
+        self.next_index = start_index
+        self.written: list[Path] = []  # completed shards, in order
+        self._tar = None
+        self._entries: list[dict[str, Any]] = []
+        self._bytes = 0
+        self._keys: set[str] = set()
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._abort()
+
+    def _path(self, index: int) -> Path:
+        return self.out_dir / f"{self.prefix}-{index:06d}.tar"
+
+    def _open(self) -> None:
+        path = self._path(self.next_index)
+        if path.exists():
+            raise ShardError(f"{path} already exists: write into an empty folder or pass a higher start_index")
+        self._tmp = path.with_suffix(".tar.partial")
+        self._tar = self._wds.TarWriter(str(self._tmp))
+        self._entries, self._bytes = [], 0
+
+    def write(self, clip: Clip, key: str) -> None:
+        """Adds one clip under ``key`` (unique across the writer)."""
+        if key in self._keys:
+            raise ShardError(f"duplicate sample key {key!r}")
+        sample = encode_clip(clip, key, codec=self.codec)
+        if self._tar is None:
+            self._open()
+        self._tar.write(sample)
+        self._keys.add(key)
+        self._bytes += sum(len(v) for k, v in sample.items() if k != "__key__")
+        self._entries.append(
+            {"key": key, "identity": clip.meta.identity, "video": clip.meta.video, "num_frames": clip.num_frames}
+        )
+        if len(self._entries) >= self.max_samples or self._bytes >= self.max_bytes:
+            self._finish()
+
+    def _finish(self) -> None:
+        self._tar.close()
+        path = self._path(self.next_index)
+        index = {"format_version": FORMAT_VERSION, "shard": path.name, "samples": self._entries}
+        os.replace(self._tmp, path)
+        path.with_suffix(".json").write_text(json.dumps(index, indent=1))
+        self.written.append(path)
+        self.next_index += 1
+        self._tar = None
+
+    def _abort(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+            self._tmp.unlink(missing_ok=True)
+            self._tar = None
+
+    def close(self) -> list[Path]:
+        """Completes the open shard; returns every shard written."""
+        if self._tar is not None:
+            self._finish()
+        return self.written
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reading
+
+_FIX = (
+    "check the path; --data.init_args.shards takes a folder of .tar shards, a glob ('data/*.tar'), a brace "
+    "pattern ('data/shard-{000000..000009}.tar') or an fsspec URL ('s3://bucket/shards/*.tar')"
+)
+
+
+def _is_url(spec: str) -> bool:
+    return "://" in spec and not spec.startswith("file://")
+
+
+def expand_shards(spec: str | Sequence[str]) -> list[str]:
+    """Shard URLs or paths from a folder, glob, brace pattern, fsspec URL, or a list of those.
+
+    Raises:
+        ShardError: when the specification matches no shard.
+    """
+    if not isinstance(spec, str):
+        return [url for part in spec for url in expand_shards(part)]
+    if not spec:
+        raise ShardError(f"empty shard specification: {_FIX}")
+    urls: list[str] = []
+    for pattern in braceexpand.braceexpand(spec):
+        if pattern.startswith("file://"):
+            pattern = pattern[len("file://") :]
+        if _is_url(pattern):
+            fs, _, _ = fsspec.get_fs_token_paths(pattern)
+            protocol = pattern.split("://", 1)[0]
+            if glob.has_magic(pattern):
+                urls += sorted(f"{protocol}://{p}" for p in fs.glob(pattern))
+            else:
+                urls.append(pattern)
+        elif os.path.isdir(pattern):
+            urls += sorted(glob.glob(os.path.join(pattern, "*.tar")))
+        elif glob.has_magic(pattern):
+            urls += sorted(p for p in glob.glob(pattern) if p.endswith(".tar"))
+        elif os.path.isfile(pattern):
+            urls.append(pattern)
+        else:
+            raise ShardError(f"shard {pattern!r} does not exist: {_FIX}")
+    if not urls:
+        raise ShardError(f"shard specification {spec!r} matched no .tar files: {_FIX}")
+    return urls
+
+
+def iter_shard_samples(url: str) -> Iterator[dict[str, Any]]:
+    """Raw samples (member name -> bytes, plus ``__key__`` and ``__url__``) of one shard, in stored order.
+
+    Raises:
+        ShardError: naming the shard when it cannot be opened or is not a complete tar file.
+    """
+    current: dict[str, Any] | None = None
+    try:
+        with fsspec.open(url, "rb") as stream, tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                directory, name = os.path.split(member.name)
+                key, dot, suffix = name.partition(".")
+                if not dot:
+                    continue
+                key = f"{directory}/{key}" if directory else key
+                data = tar.extractfile(member).read()
+                if current is None or current["__key__"] != key:
+                    if current is not None:
+                        yield current
+                    current = {"__key__": key, "__url__": url}
+                current[suffix] = data
+    except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+        raise ShardError(
+            f"shard {url} is unreadable ({type(error).__name__}: {error}); it is truncated or not a tar file: "
+            "rewrite it with `talkinghead synth` / `talkinghead preprocess`, or remove it from the shard list"
+        ) from error
+    if current is not None:
+        yield current
+
+
+def _npy(sample: dict[str, Any], name: str) -> np.ndarray:
+    return np.load(io.BytesIO(sample[name]), allow_pickle=False)
+
+
+def decode_frames(data: bytes, codec: str, indices: Sequence[int] | None = None) -> np.ndarray:
+    """Frames (N, H, W, 3) uint8 from stored bytes; all of them, or those at ``indices`` (in that order)."""
+    if codec == "npy":
+        frames = np.load(io.BytesIO(data), allow_pickle=False)
+        return frames if indices is None else frames[np.asarray(indices, dtype=np.int64)]
+    import av
+
+    wanted = None if indices is None else set(int(i) for i in indices)
+    last = None if indices is None else max(wanted)
+    decoded: dict[int, np.ndarray] = {}
+    with av.open(io.BytesIO(data), mode="r") as container:
+        for i, frame in enumerate(container.decode(video=0)):
+            if wanted is None or i in wanted:
+                decoded[i] = frame.to_ndarray(format="rgb24")
+            if last is not None and i >= last:
+                break
+    order = sorted(decoded) if indices is None else [int(i) for i in indices]
+    missing = [i for i in order if i not in decoded]
+    if missing:
+        raise ShardError(f"frames {missing} are past the end of the stored video ({len(decoded)} decoded)")
+    return np.stack([decoded[i] for i in order])
+
+
+def decode_clip(sample: dict[str, Any], frame_indices: Sequence[int] | None = None) -> Clip:
+    """A :class:`Clip` from a raw sample; with ``frame_indices`` only those frames (and their labels) are kept.
+
+    Raises:
+        ShardError: naming the shard and key when members are missing or malformed.
+    """
+    where = f"sample {sample.get('__key__')!r} of shard {sample.get('__url__', '?')}"
+    missing = [name for name in _REQUIRED_MEMBERS if name not in sample]
+    codecs = [codec for codec in FRAME_CODECS if f"frames.{codec}" in sample]
+    if not codecs:
+        missing.append("frames.mp4 or frames.npy")
+    if missing:
+        raise ShardError(f"{where} lacks {', '.join(missing)}: the shard was not written in the talkinghead format")
+    try:
+        meta_dict = json.loads(sample["meta.json"])
+        version = meta_dict.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ShardError(f"{where} has format_version {version}; this reader reads version {FORMAT_VERSION}")
+        meta_dict.pop("num_frames", None)
+        meta = ClipMeta(**meta_dict)
+        landmarks = _npy(sample, "landmarks.npy")
+        pose = _npy(sample, "pose.npy") if "pose.npy" in sample else None
+        mask = None
+        if "mask.npz" in sample:
+            with np.load(io.BytesIO(sample["mask.npz"]), allow_pickle=False) as archive:
+                mask = archive["mask"]
+        _check_clip_arrays(None, landmarks, pose, mask, where=where)
+        if frame_indices is not None:
+            frame_indices = [int(i) for i in frame_indices]
+            if min(frame_indices) < 0 or max(frame_indices) >= landmarks.shape[0]:
+                raise ShardError(f"{where}: frame indices {frame_indices} outside 0..{landmarks.shape[0] - 1}")
+            picks = np.asarray(frame_indices)
+            landmarks = landmarks[picks]
+            pose = None if pose is None else pose[picks]
+            mask = None if mask is None else mask[picks]
+        frames = decode_frames(sample[f"frames.{codecs[0]}"], codecs[0], frame_indices)
+        return Clip(frames=frames, landmarks=landmarks, meta=meta, pose=pose, mask=mask)
+    except ShardError as error:
+        if where in str(error):
+            raise
+        raise ShardError(f"{where}: {error}") from error
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        raise ShardError(f"{where} is corrupt ({type(error).__name__}: {error}); rewrite the shard") from error
+
+
+def read_index(url: str) -> list[IndexEntry]:
+    """The index of one shard: from its ``.json`` sidecar when present, otherwise by streaming the shard."""
+    sidecar = re.sub(r"\.tar$", ".json", url)
+    try:
+        with fsspec.open(sidecar, "rt") as handle:
+            index = json.load(handle)
+        return [
+            IndexEntry(url, s["key"], s["identity"], s["video"], int(s["num_frames"])) for s in index["samples"]
+        ]
+    except FileNotFoundError:
+        pass
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ShardError(f"shard index {sidecar} is corrupt ({error}): delete it and it is rebuilt from the shard")
+    entries = []
+    for sample in iter_shard_samples(url):
+        if "meta.json" not in sample:
+            raise ShardError(f"sample {sample['__key__']!r} of shard {url} lacks meta.json")
+        meta = json.loads(sample["meta.json"])
+        num_frames = int(meta.get("num_frames") or _npy(sample, "landmarks.npy").shape[0])
+        entries.append(IndexEntry(url, sample["__key__"], meta["identity"], meta["video"], num_frames))
+    return entries
