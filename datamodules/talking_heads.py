@@ -1,0 +1,501 @@
+"""DataModules that stream talking-head shards and build the batch each model needs.
+
+Three modes, one class each, chosen by class_path in a LightningCLI config:
+
+- :class:`PairsDataModule`: (source, driving) frames of one clip (OSFV);
+- :class:`FewShotDataModule`: K reference frames + one distinct driving/target frame of one video, with the
+  video's index for a projection discriminator (FSTH, LPD meta-learning);
+- :class:`PersonDataModule`: the T frames of one person, for the fine-tuning stages.
+
+Training streams shards with WebDataset: the shard list is split by node (rank) and by worker, each worker
+resamples its own shards forever and the stream is cut into epochs of ``samples_per_epoch`` per rank, so every
+rank sees the same number of batches. Validation is deterministic: fixed clips, fixed frames, no augmentation.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import webdataset as wds
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from talkinghead.batch import Batch
+
+from .shard_format import Clip, IndexEntry, ShardError, decode_clip, expand_shards, iter_shard_samples, read_index
+from .transforms import Augment, ColorJitter, Frames, clip_to_frames, select
+
+__all__ = ["ShardDataModule", "PairsDataModule", "FewShotDataModule", "PersonDataModule"]
+
+log = logging.getLogger(__name__)
+
+Sample = dict[str, Any]  # a raw shard sample: member name -> bytes, plus __key__ and __url__
+
+
+def role_fields(frames: Frames, role: str) -> dict[str, torch.Tensor]:
+    """Frames renamed into the batch vocabulary: image -> role, landmarks -> role_landmarks, ..."""
+    return {role if name == "image" else f"{role}_{name}": value for name, value in frames.items()}
+
+
+def num_frames_of(sample: Sample) -> int:
+    """Frame count of a raw sample, from its (small) landmarks array, without decoding any frame."""
+    return int(np.load(io.BytesIO(sample["landmarks.npy"]), allow_pickle=False).shape[0])
+
+
+class ClipStream(IterableDataset):
+    """An endless, resampled stream of training items from the shards of one rank, cut into epochs.
+
+    Args:
+        urls: every shard of the data set, in the same order on every rank.
+        rank: this process's rank; it reads shards rank, rank + world_size, ...
+        world_size: number of processes.
+        make_item: builds one training item from a raw sample and a random generator.
+        samples_per_worker: items one worker yields per epoch.
+        num_workers: DataLoader workers per rank (for the length only).
+        shuffle_buffer: samples held for shuffling across shards.
+        seed: base seed; combined with rank, worker and epoch.
+        skip_corrupt: log and skip unreadable shards/samples instead of raising.
+    """
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        rank: int,
+        world_size: int,
+        make_item: Callable[[Sample, random.Random], dict[str, Any]],
+        samples_per_worker: int,
+        num_workers: int,
+        shuffle_buffer: int,
+        seed: int,
+        skip_corrupt: bool,
+    ) -> None:
+        super().__init__()
+        if len(urls) < world_size:
+            raise ShardError(
+                f"{len(urls)} shard(s) cannot be split across {world_size} processes: each rank needs its own "
+                "shards; write more, smaller shards (e.g. `talkinghead synth --clips-per-shard` lower)"
+            )
+        # Split by node here, with the rank captured in the main process, rather than wds.split_by_node in the
+        # worker: workers of a ddp_spawn process do not always see the initialised process group.
+        self.urls = list(urls)[rank::world_size]
+        self.rank, self.make_item = rank, make_item
+        self.samples_per_worker, self.num_workers = samples_per_worker, max(1, num_workers)
+        self.shuffle_buffer, self.seed, self.skip_corrupt = shuffle_buffer, seed, skip_corrupt
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.samples_per_worker * self.num_workers
+
+    def _worker_rng(self) -> random.Random:
+        info = torch.utils.data.get_worker_info()
+        worker = 0 if info is None else info.id
+        self.epoch += 1  # each worker keeps its own copy, so this counts that worker's epochs
+        return random.Random(f"{self.seed}/{self.rank}/{worker}/{self.epoch}")
+
+    def _resampled_shards(self, rng: random.Random) -> Iterator[str]:
+        urls = list(wds.split_by_worker(self.urls))
+        if not urls:  # fewer shards than workers on this rank: workers share them, with different seeds
+            urls = self.urls
+        while True:
+            yield rng.choice(urls)
+
+    def _samples(self, urls: Iterator[str]) -> Iterator[Sample]:
+        for url in urls:
+            try:
+                yield from iter_shard_samples(url)
+            except ShardError as error:
+                if not self.skip_corrupt:
+                    raise
+                log.warning("skipping: %s", error)
+
+    def _items(self, samples: Iterator[Sample], rng: random.Random) -> Iterator[dict[str, Any]]:
+        for sample in samples:
+            try:
+                yield self.make_item(sample, rng)
+            except ShardError as error:
+                if not self.skip_corrupt:
+                    raise
+                log.warning("skipping: %s", error)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rng = self._worker_rng()
+        pipeline = wds.DataPipeline(
+            lambda: self._resampled_shards(rng),
+            self._samples,
+            wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 8), rng=rng),
+            lambda samples: self._items(samples, rng),
+        ).with_epoch(self.samples_per_worker)
+        return iter(pipeline)
+
+
+class FixedItems(Dataset):
+    """A deterministic map-style data set: item i is always built the same way from the same raw sample."""
+
+    def __init__(self, samples: Sequence[Sample], make_item: Callable[[Sample, int], dict[str, Any]]) -> None:
+        self.samples, self.make_item = list(samples), make_item
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.make_item(self.samples[index], index)
+
+
+class ItemBuilder:
+    """Turns raw shard samples into batch items: random ones for training, fixed ones for validation.
+
+    Args:
+        image_size: side of the images in the items.
+        augment: training augmentation.
+    """
+
+    def __init__(self, image_size: int, augment: Augment) -> None:
+        self.image_size, self.augment = image_size, augment
+
+    def decode(self, sample: Sample, frame_indices: Sequence[int]) -> tuple[Clip, Frames]:
+        clip = decode_clip(sample, frame_indices)
+        return clip, clip_to_frames(clip, self.image_size)
+
+    @staticmethod
+    def provenance(sample: Sample, clip: Clip, frame_indices: Sequence[int]) -> dict[str, Any]:
+        return {
+            "identity": clip.meta.identity,
+            "video": clip.meta.video,
+            "sample": f"{sample.get('__url__', '?')}#{sample['__key__']}",
+            "frame_index": torch.as_tensor(list(frame_indices), dtype=torch.int64),
+        }
+
+    def train(self, sample: Sample, rng: random.Random) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def val(self, sample: Sample, index: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class ShardDataModule(L.LightningDataModule):
+    """Shared machinery of the talking-head DataModules: shard lists, loaders, decoding and augmentation.
+
+    Args:
+        shards: training shards: a folder of .tar files, a glob, a brace pattern, an fsspec URL, or a list.
+        val_shards: validation shards (held-out clips or people); None runs no validation.
+        image_size: side of the square images in the batch; frames are resized when the shards differ.
+        batch_size: items per batch and per process.
+        num_workers: DataLoader worker processes per process.
+        samples_per_epoch: training items per epoch and per process (rounded up to whole batches per worker).
+        val_samples: validation clips (or frames, for a person), the same ones every time.
+        shuffle_buffer: raw samples held for shuffling across shards.
+        flip_probability: chance of a horizontal flip of a training item (frames, landmarks, pose, mask alike).
+        color_jitter: colour jitter of training items, the same for all frames of an item; None for none.
+        seed: seed of the sampling of shards, frames and augmentations.
+        skip_corrupt: log and skip unreadable shards or samples during training instead of stopping.
+    """
+
+    def __init__(
+        self,
+        shards: str | list[str],
+        val_shards: str | list[str] | None = None,
+        image_size: int = 256,
+        batch_size: int = 8,
+        num_workers: int = 4,
+        samples_per_epoch: int = 10_000,
+        val_samples: int = 64,
+        shuffle_buffer: int = 64,
+        flip_probability: float = 0.5,
+        color_jitter: ColorJitter | None = None,
+        seed: int = 0,
+        skip_corrupt: bool = False,
+    ) -> None:
+        super().__init__()
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+        self.shards, self.val_shards = shards, val_shards
+        self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
+        self.samples_per_epoch, self.val_samples = samples_per_epoch, val_samples
+        self.shuffle_buffer, self.seed, self.skip_corrupt = shuffle_buffer, seed, skip_corrupt
+        self.augment = Augment(flip_probability=flip_probability, color=color_jitter)
+        self.train_urls: list[str] = []
+        self.val_items: Dataset | None = None
+
+    # -- set-up --------------------------------------------------------------------------------------------------
+
+    @property
+    def rank_and_world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (0, 1) if trainer is None else (trainer.global_rank, trainer.world_size)
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.train_urls:
+            self.train_urls = expand_shards(self.shards)
+        if self.val_shards is not None and self.val_items is None:
+            self.val_items = FixedItems(self._first_samples(expand_shards(self.val_shards)), self.items().val)
+
+    def _first_samples(self, urls: Sequence[str]) -> list[Sample]:
+        """The first val_samples raw samples of the shards, in stored order."""
+        samples: list[Sample] = []
+        for url in urls:
+            for sample in iter_shard_samples(url):
+                samples.append(sample)
+                if len(samples) == self.val_samples:
+                    return samples
+        return samples
+
+    def items(self) -> ItemBuilder:
+        """The builder of this mode's items; it travels to worker processes, so it holds no trainer."""
+        raise NotImplementedError
+
+    # -- loaders -------------------------------------------------------------------------------------------------
+
+    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        rank, world_size = self.rank_and_world
+        workers = max(1, self.num_workers)
+        batches_per_worker = math.ceil(math.ceil(self.samples_per_epoch / self.batch_size) / workers)
+        stream = ClipStream(
+            self.train_urls,
+            rank=rank,
+            world_size=world_size,
+            make_item=self.items().train,
+            samples_per_worker=batches_per_worker * self.batch_size,
+            num_workers=self.num_workers,
+            shuffle_buffer=self.shuffle_buffer,
+            seed=self.seed,
+            skip_corrupt=self.skip_corrupt,
+        )
+        return self._loader(stream)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return [] if self.val_items is None else self._loader(self.val_items)
+
+
+def distinct_frames(num_frames: int, count: int, rng: random.Random) -> list[int]:
+    """count frame numbers out of num_frames, distinct when the clip is long enough."""
+    if num_frames >= count:
+        return rng.sample(range(num_frames), count)
+    return [rng.randrange(num_frames) for _ in range(count)]
+
+
+class PairItems(ItemBuilder):
+    """(source, driving) items from one clip."""
+
+    def train(self, sample: Sample, rng: random.Random) -> dict[str, Any]:
+        return self._pair(sample, distinct_frames(num_frames_of(sample), 2, rng), rng)
+
+    def val(self, sample: Sample, index: int) -> dict[str, Any]:
+        num_frames = num_frames_of(sample)
+        driving = random.Random(index).randrange(1, num_frames) if num_frames > 1 else 0
+        return self._pair(sample, [0, driving], None)
+
+    def _pair(self, sample: Sample, indices: list[int], rng: random.Random | None) -> dict[str, Any]:
+        clip, frames = self.decode(sample, indices)
+        if rng is not None:
+            frames = self.augment(frames, rng)
+        return {
+            **role_fields(select(frames, 0), "source"),
+            **role_fields(select(frames, 1), "driving"),
+            **self.provenance(sample, clip, indices),
+        }
+
+
+class PairsDataModule(ShardDataModule):
+    """(source, driving) pairs from one clip, for OSFV. Validation: frame 0 drives from a fixed other frame."""
+
+    def items(self) -> PairItems:
+        return PairItems(self.image_size, self.augment)
+
+
+class FewShotDataModule(ShardDataModule):
+    """K reference frames and one distinct driving/target frame of a video, with the video's index (FSTH, LPD).
+
+    Args:
+        num_references: K, frames fed to the embedder / identity encoder (8 in the papers' meta-learning).
+        **kwargs: see :class:`ShardDataModule`.
+
+    The video index is the position of the clip's video id in the sorted list of the training shards' videos
+    (read from the shard indices), so it is the same on every rank; ``num_videos`` sizes a projection
+    discriminator. Validation videos that are not in the training set get index -1.
+    """
+
+    def __init__(self, *args: Any, num_references: int = 8, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if num_references < 1:
+            raise ValueError(f"num_references must be at least 1, got {num_references}")
+        self.num_references = num_references
+        self.video_to_index: dict[str, int] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if not self.video_to_index:
+            self.train_urls = expand_shards(self.shards)
+            videos = sorted({entry.video for url in self.train_urls for entry in read_index(url)})
+            self.video_to_index = {video: i for i, video in enumerate(videos)}
+        super().setup(stage)
+
+    @property
+    def num_videos(self) -> int:
+        """Number of training videos (call after setup)."""
+        if not self.video_to_index:
+            self.setup("fit")
+        return len(self.video_to_index)
+
+    def items(self) -> FewShotItems:
+        return FewShotItems(self.image_size, self.augment, self.num_references, self.video_to_index)
+
+
+class FewShotItems(ItemBuilder):
+    """K references + 1 distinct driving frame of one clip, with the video's index (-1 for unknown videos)."""
+
+    def __init__(self, image_size: int, augment: Augment, num_references: int, video_to_index: dict[str, int]):
+        super().__init__(image_size, augment)
+        self.num_references, self.video_to_index = num_references, video_to_index
+
+    def _indices(self, num_frames: int, rng: random.Random) -> list[int]:
+        if num_frames < 2:
+            raise ShardError("few-shot items need clips of at least 2 frames (references + a distinct target)")
+        driving = rng.randrange(num_frames)
+        others = [i for i in range(num_frames) if i != driving]
+        references = [others[i] for i in distinct_frames(len(others), self.num_references, rng)]
+        return references + [driving]
+
+    def train(self, sample: Sample, rng: random.Random) -> dict[str, Any]:
+        return self._item(sample, self._indices(num_frames_of(sample), rng), rng)
+
+    def val(self, sample: Sample, index: int) -> dict[str, Any]:
+        return self._item(sample, self._indices(num_frames_of(sample), random.Random(index)), None)
+
+    def _item(self, sample: Sample, indices: list[int], rng: random.Random | None) -> dict[str, Any]:
+        clip, frames = self.decode(sample, indices)
+        if rng is not None:
+            frames = self.augment(frames, rng)
+        return {
+            **role_fields(select(frames, slice(0, -1)), "references"),
+            **role_fields(select(frames, -1), "driving"),
+            "video_index": torch.tensor(self.video_to_index.get(clip.meta.video, -1), dtype=torch.int64),
+            **self.provenance(sample, clip, indices),
+        }
+
+
+class PersonFrames(Dataset):
+    """Random (source, driving) pairs among the T frames of one person, for fine-tuning."""
+
+    def __init__(self, frames: Frames, length: int, augment: Augment, seed: int) -> None:
+        self.frames, self.length, self.augment, self.seed = frames, length, augment, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        # torch.initial_seed() differs per worker and per epoch, so pairs differ between epochs.
+        rng = random.Random(f"{self.seed}/{torch.initial_seed()}/{index}")
+        indices = distinct_frames(self.frames["image"].shape[0], 2, rng)
+        frames = self.augment(select(self.frames, indices), rng)
+        return {
+            **role_fields(select(frames, 0), "source"),
+            **role_fields(select(frames, 1), "driving"),
+            "frame_index": torch.as_tensor(indices, dtype=torch.int64),
+        }
+
+
+class PersonDataModule(ShardDataModule):
+    """The T frames of one person, for the fine-tuning stages (FSTH, LPD), and held-out frames for validation.
+
+    Args:
+        identity: the person's id in the shards' metadata; None takes the first identity found.
+        num_frames: T, the shot count: frames spread evenly over all of the person's clips.
+        **kwargs: see :class:`ShardDataModule`; ``val_shards`` is not used: validation takes up to
+            ``val_samples`` of the person's frames that are not among the T (driving), with the first of the T
+            as source.
+
+    ``person_frames()`` returns the T frames as one batch with a ``references`` role (1, T, ...), which is what a
+    fine-tuning stage initialises its person embedding from.
+    """
+
+    def __init__(self, *args: Any, identity: str | None = None, num_frames: int = 8, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if num_frames < 1:
+            raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+        self.identity, self.num_frames = identity, num_frames
+        self.train_frames: Frames | None = None
+        self.held_out: Frames | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_frames is not None:
+            return
+        self.train_urls = expand_shards(self.shards)
+        entries = [entry for url in self.train_urls for entry in read_index(url)]
+        if self.identity is None:
+            self.identity = entries[0].identity
+        person = [entry for entry in entries if entry.identity == self.identity]
+        if not person:
+            known = sorted({entry.identity for entry in entries})
+            raise ShardError(
+                f"identity {self.identity!r} is not in the shards; known identities include {known[:10]}: "
+                "set --data.init_args.identity to one of them"
+            )
+        frames = [(entry, i) for entry in person for i in range(entry.num_frames)]
+        if len(frames) < self.num_frames:
+            raise ShardError(
+                f"identity {self.identity!r} has {len(frames)} frames, fewer than num_frames={self.num_frames}"
+            )
+        chosen = sorted(set(np.linspace(0, len(frames) - 1, self.num_frames).round().astype(int).tolist()))
+        rest = [i for i in range(len(frames)) if i not in set(chosen)]
+        if rest:
+            rest = [rest[i] for i in sorted(set(np.linspace(0, len(rest) - 1, self.val_samples).round().astype(int)))]
+        else:
+            log.warning("identity %r has no frames beyond the %d chosen: validation reuses them", self.identity,
+                        self.num_frames)
+        self.train_frames = self._load([frames[i] for i in chosen])
+        self.held_out = self._load([frames[i] for i in rest]) if rest else self.train_frames
+        log.info("person %r: %d frames for fine-tuning, %d held out", self.identity, len(chosen), len(rest))
+
+    def _load(self, wanted: list[tuple[IndexEntry, int]]) -> Frames:
+        """Decodes the wanted (clip, frame) pairs, streaming each shard that holds one of them once."""
+        by_clip: dict[tuple[str, str], list[int]] = {}
+        for entry, frame in wanted:
+            by_clip.setdefault((entry.shard, entry.key), []).append(frame)
+        decoded: dict[tuple[str, str], Frames] = {}
+        builder = ItemBuilder(self.image_size, self.augment)
+        for url in dict.fromkeys(shard for shard, _ in by_clip):
+            for sample in iter_shard_samples(url):
+                indices = by_clip.get((url, sample["__key__"]))
+                if indices is not None:
+                    decoded[(url, sample["__key__"])] = builder.decode(sample, indices)[1]
+        parts = [decoded[clip] for clip in by_clip]
+        return Frames(**{name: torch.cat([part[name] for part in parts]) for name in parts[0]})
+
+    def person_frames(self) -> Batch:
+        """The T frames of the person, unaugmented, as a batch of one with a ``references`` role."""
+        if self.train_frames is None:
+            self.setup("fit")
+        fields = role_fields(self.train_frames, "references")
+        return Batch(**{name: value.unsqueeze(0) for name, value in fields.items()}, identity=[self.identity])
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(
+            PersonFrames(self.train_frames, self.samples_per_epoch, self.augment, self.seed), shuffle=True
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        source = select(self.train_frames, 0)
+        items = [
+            {
+                **role_fields(source, "source"),
+                **role_fields(select(self.held_out, i), "driving"),
+                "frame_index": torch.tensor([0, i], dtype=torch.int64),
+            }
+            for i in range(self.held_out["image"].shape[0])
+        ]
+        return self._loader(items)

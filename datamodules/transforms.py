@@ -1,0 +1,115 @@
+"""Frames of a clip as tensors, resized and augmented consistently across images, landmarks, poses and masks."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import TypedDict
+
+import kornia.enhance as KE
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from talkinghead.landmarks import FLIP_PERMUTATION
+
+from .shard_format import Clip
+
+__all__ = ["Frames", "clip_to_frames", "hflip", "ColorJitter", "Augment", "select"]
+
+
+class Frames(TypedDict):
+    """n frames of one clip, in the batch vocabulary's units (see talkinghead.batch)."""
+
+    image: Tensor  # (n, 3, s, s) float32 in [0, 1]
+    landmarks: Tensor  # (n, 68, 2) float32 pixels
+    pose: Tensor  # (n, 6) float32, NaN when unknown
+    mask: Tensor  # (n, 1, s, s) float32 in {0, 1}, NaN when unknown
+
+
+def clip_to_frames(clip: Clip, image_size: int) -> Frames:
+    """Tensors of a decoded clip, resized to image_size x image_size (landmarks scaled with the image)."""
+    image = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2).float().div_(255.0)
+    landmarks = torch.from_numpy(clip.landmarks.astype(np.float32))
+    num, _, height, width = image.shape
+    if height != width:
+        raise ValueError(f"clip {clip.meta.video!r} has non-square frames {height}x{width}; shards hold square crops")
+    if clip.mask is None:
+        mask = torch.full((num, 1, height, width), math.nan)
+    else:
+        mask = torch.from_numpy(clip.mask.astype(np.float32)).unsqueeze(1)
+    if height != image_size:
+        scale = image_size / height
+        image = F.interpolate(image, size=image_size, mode="bilinear", antialias=True, align_corners=False)
+        image = image.clamp_(0.0, 1.0)
+        mask = F.interpolate(mask, size=image_size, mode="nearest")
+        # Pixel centres sit at integers: a point x maps to (x + 0.5) * scale - 0.5.
+        landmarks = (landmarks + 0.5) * scale - 0.5
+    pose = torch.full((num, 6), math.nan) if clip.pose is None else torch.from_numpy(clip.pose.astype(np.float32))
+    return Frames(image=image, landmarks=landmarks, pose=pose, mask=mask)
+
+
+def hflip(frames: Frames) -> Frames:
+    """Mirrors frames left-right.
+
+    Landmarks are mirrored and re-indexed (the subject's right eye becomes the left one), and the pose follows the
+    mirror M = diag(-1, 1, 1): M R M flips the signs of yaw and roll, and tx changes sign.
+    """
+    size = frames["image"].shape[-1]
+    landmarks = frames["landmarks"][:, list(FLIP_PERMUTATION)].clone()
+    landmarks[..., 0] = size - 1 - landmarks[..., 0]
+    pose = frames["pose"] * torch.tensor([-1.0, 1.0, -1.0, -1.0, 1.0, 1.0])
+    return Frames(
+        image=frames["image"].flip(-1),
+        landmarks=landmarks,
+        pose=pose,
+        mask=frames["mask"].flip(-1),
+    )
+
+
+@dataclass
+class ColorJitter:
+    """Random brightness, contrast, saturation and hue, the same for every frame of one sample.
+
+    The same change for all frames keeps source and driving (or references and target) photometrically consistent,
+    so a model is not asked to reproduce a colour shift it cannot see.
+    """
+
+    brightness: float = 0.1  # additive shift drawn from [-b, b]
+    contrast: float = 0.1  # factor drawn from [1 - c, 1 + c]
+    saturation: float = 0.1  # factor drawn from [1 - s, 1 + s]
+    hue: float = 0.02  # shift drawn from [-h, h] turns (1 = 2 pi radians)
+
+    def __call__(self, image: Tensor, rng: random.Random) -> Tensor:
+        """(n, 3, s, s) in [0, 1] -> (n, 3, s, s) in [0, 1]."""
+        if self.brightness:
+            image = KE.adjust_brightness(image, rng.uniform(-self.brightness, self.brightness))
+        if self.contrast:
+            image = KE.adjust_contrast(image, rng.uniform(1 - self.contrast, 1 + self.contrast))
+        if self.saturation:
+            image = KE.adjust_saturation(image, rng.uniform(1 - self.saturation, 1 + self.saturation))
+        if self.hue:
+            image = KE.adjust_hue(image, rng.uniform(-self.hue, self.hue) * 2 * math.pi)
+        return image.clamp(0.0, 1.0)
+
+
+@dataclass
+class Augment:
+    """Training augmentation of one sample's frames: horizontal flip and colour jitter, applied to all alike."""
+
+    flip_probability: float = 0.5  # chance of mirroring the sample
+    color: ColorJitter | None = None  # colour jitter, or None for none
+
+    def __call__(self, frames: Frames, rng: random.Random) -> Frames:
+        if rng.random() < self.flip_probability:
+            frames = hflip(frames)
+        if self.color is not None:
+            frames = Frames(**{**frames, "image": self.color(frames["image"], rng)})
+        return frames
+
+
+def select(frames: Frames, indices: slice | list[int] | int) -> Frames:
+    """A subset of the frames along the first axis."""
+    return Frames(**{name: value[indices] for name, value in frames.items()})

@@ -1,0 +1,53 @@
+"""Shared fixtures: small clips and shards made in tmp folders (tests never read ../shared or the network)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+# Keep every test on CPU with a predictable thread count; wandb never phones home from tests.
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+def make_random_clip(index: int = 0, num_frames: int = 6, size: int = 16, pose: bool = True, mask: bool = True):
+    """A clip with random content, person index // 2 and video index (for tests that need no faces)."""
+    from talkinghead.datamodules.shard_format import Clip, ClipMeta
+
+    rng = np.random.default_rng(index)
+    return Clip(
+        frames=rng.integers(0, 256, (num_frames, size, size, 3), dtype=np.uint8),
+        landmarks=(rng.random((num_frames, 68, 2)) * size).astype(np.float32),
+        meta=ClipMeta(identity=f"person-{index // 2}", video=f"video-{index}", source="test", fps=25.0, size=size),
+        pose=rng.normal(size=(num_frames, 6)).astype(np.float32) if pose else None,
+        mask=(rng.random((num_frames, size, size)) > 0.5).astype(np.uint8) if mask else None,
+    )
+
+
+@pytest.fixture
+def random_clip():
+    """The factory make_random_clip."""
+    return make_random_clip
+
+
+@pytest.fixture(scope="session")
+def random_shards(tmp_path_factory):
+    """12 random clips (6 people x 2 videos) of 10 frames at 16 px, 2 clips per shard: 6 shards, npy frames."""
+    from talkinghead.datamodules.shard_format import ShardWriter
+
+    out = tmp_path_factory.mktemp("random_shards")
+    with ShardWriter(out, max_samples=2, codec="npy") as writer:
+        for i in range(12):
+            writer.write(make_random_clip(i, num_frames=10), f"clip-{i:03d}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory):
+    """Synthetic talking-head shards: 6 people x 2 clips x 12 frames at 32 px, 2 clips per shard (6 shards)."""
+    from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
+
+    out = tmp_path_factory.mktemp("synthetic_shards")
+    write_synthetic_shards(out, identities=6, clips_per_identity=2, frames=12, size=32, seed=1, clips_per_shard=2)
+    return out

@@ -1,0 +1,146 @@
+import shutil
+
+import pytest
+import torch
+
+from talkinghead.datamodules.shard_format import ShardError
+from talkinghead.datamodules.talking_heads import FewShotDataModule, PairsDataModule, PersonDataModule
+
+SIZE = 16
+
+
+def batches(loader, count=None):
+    out = []
+    for i, batch in enumerate(loader):
+        out.append(batch)
+        if count is not None and i + 1 == count:
+            break
+    return out
+
+
+def check_role(batch, role, lead):
+    assert batch[role].shape == (*lead, 3, SIZE, SIZE) and batch[role].dtype == torch.float32
+    assert 0.0 <= batch[role].min() and batch[role].max() <= 1.0
+    assert batch[f"{role}_landmarks"].shape == (*lead, 68, 2)
+    assert batch[f"{role}_pose"].shape == (*lead, 6)
+    assert batch[f"{role}_mask"].shape == (*lead, 1, SIZE, SIZE)
+
+
+def test_pairs_mode_with_two_workers(random_shards):
+    data = PairsDataModule(shards=str(random_shards), image_size=SIZE, batch_size=3, num_workers=2,
+                           samples_per_epoch=10)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    epoch = batches(loader)
+    # 10 samples -> 4 batches of 3, rounded up to 2 whole batches per worker.
+    assert len(loader) == len(epoch) == 4
+    for batch in epoch:
+        check_role(batch, "source", (3,))
+        check_role(batch, "driving", (3,))
+        assert batch["frame_index"].shape == (3, 2)
+        assert (batch["frame_index"][:, 0] != batch["frame_index"][:, 1]).all()
+        assert len(batch["identity"]) == len(batch["sample"]) == 3
+    seen = {s.split("#")[0] for batch in epoch for s in batch["sample"]}
+    assert len(seen) > 1  # the two workers read different shards
+
+
+def test_few_shot_mode_keeps_the_target_out_of_the_references(random_shards):
+    data = FewShotDataModule(shards=str(random_shards), image_size=SIZE, batch_size=2, num_workers=2,
+                             samples_per_epoch=8, num_references=4)
+    data.setup("fit")
+    assert data.num_videos == 12
+    for batch in batches(data.train_dataloader()):
+        check_role(batch, "references", (2, 4))
+        check_role(batch, "driving", (2,))
+        references, target = batch["frame_index"][:, :-1], batch["frame_index"][:, -1:]
+        assert not (references == target).any()
+        for video, index in zip(batch["video"], batch["video_index"]):
+            assert data.video_to_index[video] == index
+
+
+def test_few_shot_needs_two_frames_per_clip(tmp_path, random_clip):
+    from talkinghead.datamodules.shard_format import ShardWriter
+
+    with ShardWriter(tmp_path, codec="npy") as writer:
+        writer.write(random_clip(0, num_frames=1), "single")
+    data = FewShotDataModule(shards=str(tmp_path), image_size=SIZE, batch_size=1, num_workers=0,
+                             samples_per_epoch=1, num_references=2)
+    data.setup("fit")
+    with pytest.raises(ShardError, match="at least 2 frames"):
+        next(iter(data.train_dataloader()))
+
+
+def test_validation_is_deterministic(random_shards):
+    data = PairsDataModule(shards=str(random_shards), val_shards=str(random_shards), image_size=SIZE, batch_size=4,
+                           num_workers=0, val_samples=6, color_jitter=None)
+    data.setup("fit")
+    first, second = batches(data.val_dataloader()), batches(data.val_dataloader())
+    assert [b["source"].shape[0] for b in first] == [4, 2]
+    for a, b in zip(first, second):
+        torch.testing.assert_close(a["driving"], b["driving"])
+        assert a["sample"] == b["sample"]
+    assert (first[0]["frame_index"][:, 0] == 0).all()
+
+
+def test_few_shot_validation_marks_unknown_videos(random_shards, tmp_path, random_clip):
+    from talkinghead.datamodules.shard_format import ShardWriter
+
+    with ShardWriter(tmp_path, codec="npy") as writer:
+        writer.write(random_clip(99, num_frames=6), "held-out")
+    data = FewShotDataModule(shards=str(random_shards), val_shards=str(tmp_path), image_size=SIZE, batch_size=1,
+                             num_workers=0, num_references=3)
+    data.setup("fit")
+    (batch,) = batches(data.val_dataloader())
+    assert batch["video_index"].tolist() == [-1]
+    check_role(batch, "references", (1, 3))
+
+
+def test_person_mode(random_shards):
+    data = PersonDataModule(shards=str(random_shards), image_size=SIZE, batch_size=2, num_workers=2,
+                            samples_per_epoch=6, num_frames=5, val_samples=4)
+    data.setup("fit")
+    assert data.identity == "person-0"  # the first one found
+    person = data.person_frames()
+    check_role(person, "references", (1, 5))
+    assert person["identity"] == ["person-0"]
+    train = batches(data.train_dataloader())
+    assert len(train) == 3
+    for batch in train:
+        check_role(batch, "source", (2,))
+        check_role(batch, "driving", (2,))
+    val = batches(data.val_dataloader())
+    assert sum(b["driving"].shape[0] for b in val) == 4
+    held_out = torch.cat([b["driving"] for b in val])
+    for frame in person["references"][0]:  # held-out frames are not among the T
+        assert not any(torch.equal(frame, h) for h in held_out)
+
+
+def test_person_mode_by_identity_and_errors(random_shards):
+    data = PersonDataModule(shards=str(random_shards), image_size=SIZE, num_workers=0, identity="person-3",
+                            num_frames=20)
+    data.setup("fit")
+    assert data.person_frames()["references"].shape[1] == 20
+    with pytest.raises(ShardError, match="'nobody' is not in the shards"):
+        PersonDataModule(shards=str(random_shards), identity="nobody").setup("fit")
+    with pytest.raises(ShardError, match="has 20 frames, fewer than num_frames=21"):
+        PersonDataModule(shards=str(random_shards), identity="person-1", num_frames=21).setup("fit")
+
+
+def test_corrupt_shard_in_the_stream_names_the_file(random_shards, tmp_path):
+    for path in sorted(random_shards.glob("*.tar"))[:2]:
+        shutil.copy(path, tmp_path)
+    broken = tmp_path / "shard-000001.tar"
+    broken.write_bytes(broken.read_bytes()[:3000])
+    data = PairsDataModule(shards=str(tmp_path), image_size=SIZE, batch_size=1, num_workers=0,
+                           samples_per_epoch=20)
+    data.setup("fit")
+    with pytest.raises(ShardError, match=f"shard {broken} is unreadable"):
+        batches(data.train_dataloader())
+    data.skip_corrupt = True
+    assert len(batches(data.train_dataloader())) == 20
+
+
+def test_empty_glob_is_a_clear_error(tmp_path):
+    data = PairsDataModule(shards=str(tmp_path / "*.tar"))
+    with pytest.raises(ShardError, match="matched no .tar files"):
+        data.setup("fit")
