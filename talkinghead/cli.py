@@ -1,0 +1,71 @@
+"""The `talkinghead` console command.
+
+`fit`, `validate`, `test` and `predict` go to LightningCLI, with the model and the data chosen by class_path in
+YAML configs (see lightning_configs/). The other subcommands (`synth`, `demo`, ...) are plain argparse programs in
+talkinghead.commands, hung off the same entry point.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+import lightning as L
+from lightning.pytorch.cli import LightningCLI
+
+__all__ = ["TalkingHeadCLI", "main", "SUBCOMMANDS"]
+
+# name -> (module in talkinghead.commands with a main(argv) function, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("synth", "render procedural talking heads into shards"),
+    "demo": ("demo", "the embedded default: synthetic data, shown as a contact sheet"),
+}
+LIGHTNING_SUBCOMMANDS = {
+    "fit": "train a model: talkinghead fit --config lightning_configs/...yaml",
+    "validate": "run the validation loop",
+    "test": "run the test loop",
+    "predict": "run prediction (e.g. write animations)",
+}
+
+
+class TalkingHeadCLI(LightningCLI):
+    """LightningCLI over any LightningModule and LightningDataModule named by class_path."""
+
+    def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs) -> None:
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("auto_configure_optimizers", False)
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            **kwargs,
+        )
+
+
+def _usage() -> str:
+    lines = ["usage: talkinghead COMMAND [options]   (talkinghead COMMAND --help for a command's options)", ""]
+    for name, text in LIGHTNING_SUBCOMMANDS.items():
+        lines.append(f"  {name:<10} {text}")
+    for name, (_, text) in SUBCOMMANDS.items():
+        lines.append(f"  {name:<10} {text}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    if argv[0] in SUBCOMMANDS:
+        module = importlib.import_module(f"talkinghead.commands.{SUBCOMMANDS[argv[0]][0]}")
+        return int(module.main(argv[1:]) or 0)
+    if argv[0] not in LIGHTNING_SUBCOMMANDS:
+        print(f"talkinghead: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    TalkingHeadCLI(args=argv)
+    return 0

@@ -1,0 +1,1 @@
+"""Subcommands of the `talkinghead` console command beyond LightningCLI's fit/validate/test/predict."""
