@@ -144,3 +144,20 @@ def test_empty_glob_is_a_clear_error(tmp_path):
     data = PairsDataModule(shards=str(tmp_path / "*.tar"))
     with pytest.raises(ShardError, match="matched no .tar files"):
         data.setup("fit")
+
+
+def test_shards_from_an_fsspec_url(random_shards):
+    """Shards behind a URL (fsspec's in-memory file system standing in for object storage)."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for path in sorted(random_shards.iterdir()):
+        memory.pipe(f"/bucket/shards/{path.name}", path.read_bytes())
+    data = FewShotDataModule(shards="memory://bucket/shards/shard-{000000..000002}.tar", image_size=SIZE,
+                             batch_size=2, num_workers=0, samples_per_epoch=4, num_references=2,
+                             val_shards="memory://bucket/shards/*.tar", val_samples=3)
+    data.setup("fit")
+    assert data.num_videos == 6
+    (batch, _) = batches(data.train_dataloader())
+    assert all(s.startswith("memory://bucket/shards/") for s in batch["sample"])
+    assert sum(b["driving"].shape[0] for b in batches(data.val_dataloader())) == 3
