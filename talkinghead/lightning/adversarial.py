@@ -1,0 +1,162 @@
+"""The adversarial training loop shared by the talking-head models.
+
+Subclasses implement three hooks and nothing else of the loop:
+
+- ``run_generator(batch) -> outputs``: the generator side's forward pass;
+- ``generator_losses(batch, outputs) -> {term: scalar}``: unweighted generator-side terms;
+- ``discriminator_losses(batch, outputs) -> {term: scalar}``: unweighted discriminator terms (outputs detached).
+
+The base weights the terms with ``loss_weights`` (terms whose weight is 0 are neither computed nor logged: a
+subclass asks ``self.wants(term)``), steps the two optimizers (manual optimisation, ``discriminator_steps`` D
+steps per G step), keeps an optional exponential moving average of the generator side, and logs
+``train/g/<term>``, ``train/d/<term>`` and the totals.
+
+With two optimizers Lightning's ``global_step`` advances once per optimizer step: a batch with one G and one D
+step adds 2, so ``max_steps`` counts optimizer steps, not batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+__all__ = ["AdversarialModule"]
+
+
+def _adam(lr: float, betas: tuple[float, float]) -> OptimizerCallable:
+    def build(parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
+        return torch.optim.Adam(parameters, lr=lr, betas=betas)
+
+    return build
+
+
+def detach_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of generator outputs with every tensor detached (for the discriminator step)."""
+    return {k: v.detach() if isinstance(v, Tensor) else v for k, v in outputs.items()}
+
+
+class AdversarialModule(L.LightningModule):
+    """A GAN LightningModule with manual optimisation of a generator side and a discriminator.
+
+    Args:
+        loss_weights: weight of each loss term by name; terms missing here are errors, weight 0 disables a term.
+        generator_optimizer: builds the generator side's optimizer from its parameters (None: Adam with
+            ``default_lr``/``default_betas``).
+        discriminator_optimizer: the same for the discriminator.
+        discriminator_steps: discriminator updates per generator update.
+        ema_decay: decay of an exponential moving average of the generator side used for inference; None for none.
+        default_lr: (generator, discriminator) learning rates of the default Adam optimizers.
+        default_betas: betas of the default Adam optimizers.
+    """
+
+    def __init__(
+        self,
+        loss_weights: Mapping[str, float],
+        generator_optimizer: OptimizerCallable | None = None,
+        discriminator_optimizer: OptimizerCallable | None = None,
+        discriminator_steps: int = 1,
+        ema_decay: float | None = None,
+        default_lr: tuple[float, float] = (2e-4, 2e-4),
+        default_betas: tuple[float, float] = (0.5, 0.999),
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        if discriminator_steps < 1:
+            raise ValueError(f"discriminator_steps must be at least 1, got {discriminator_steps}")
+        self.loss_weights = dict(loss_weights)
+        self.discriminator_steps = discriminator_steps
+        self.ema_decay = ema_decay
+        self.generator_optimizer = generator_optimizer or _adam(default_lr[0], default_betas)
+        self.discriminator_optimizer = discriminator_optimizer or _adam(default_lr[1], default_betas)
+        self.generator_ema: AveragedModel | None = None
+
+    # -- what subclasses provide ---------------------------------------------------------------------------------
+
+    def generator_side(self) -> nn.Module:
+        """The networks the generator optimizer trains (and the EMA averages)."""
+        raise NotImplementedError
+
+    def discriminator(self) -> nn.Module:
+        """The network the discriminator optimizer trains."""
+        raise NotImplementedError
+
+    def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    # -- shared machinery ----------------------------------------------------------------------------------------
+
+    def check_loss_terms(self, terms: Iterable[str]) -> None:
+        """Refuses loss_weights that name unknown terms or miss known ones (typos would silently do nothing)."""
+        terms = set(terms)
+        unknown, missing = set(self.loss_weights) - terms, terms - set(self.loss_weights)
+        if unknown or missing:
+            raise ValueError(
+                f"loss_weights: unknown terms {sorted(unknown)}, missing terms {sorted(missing)}; "
+                f"the terms are {sorted(terms)} (weight 0 disables one)"
+            )
+
+    def wants(self, term: str) -> bool:
+        """Whether a loss term has a non-zero weight (and so must be computed)."""
+        return self.loss_weights[term] != 0
+
+    def weighted_sum(self, terms: Mapping[str, Tensor]) -> Tensor:
+        return sum(self.loss_weights[name] * value for name, value in terms.items())
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [
+            self.generator_optimizer(self.generator_side().parameters()),
+            self.discriminator_optimizer(self.discriminator().parameters()),
+        ]
+
+    def setup(self, stage: str) -> None:
+        if self.ema_decay is not None and self.generator_ema is None:
+            self.generator_ema = AveragedModel(
+                self.generator_side(), multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True
+            )
+            self.generator_ema.requires_grad_(False)
+
+    def inference_networks(self) -> nn.Module:
+        """The generator side used for inference: its EMA when one is kept, else the trained networks."""
+        return self.generator_side() if self.generator_ema is None else self.generator_ema.module
+
+    def _step(self, optimizer: Any, loss: Tensor) -> None:
+        self.toggle_optimizer(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        optimizer.step()
+        self.untoggle_optimizer(optimizer)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        generator_optimizer, discriminator_optimizer = self.optimizers()
+        batch_size = next(v for v in batch.values() if isinstance(v, Tensor)).shape[0]
+
+        outputs = self.run_generator(batch)
+        g_terms = self.generator_losses(batch, outputs)
+        g_total = self.weighted_sum(g_terms)
+        self._step(generator_optimizer, g_total)
+
+        detached = detach_outputs(outputs)
+        for _ in range(self.discriminator_steps):
+            d_terms = self.discriminator_losses(batch, detached)
+            d_total = self.weighted_sum(d_terms)
+            self._step(discriminator_optimizer, d_total)
+
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator_side())
+        logs = {f"train/g/{k}": v.detach() for k, v in g_terms.items()}
+        logs |= {f"train/d/{k}": v.detach() for k, v in d_terms.items()}
+        logs["train/d/total"] = d_total.detach()
+        self.log_dict(logs, batch_size=batch_size)
+        self.log("train/g/total", g_total.detach(), prog_bar=True, batch_size=batch_size)

@@ -1,0 +1,338 @@
+"""OSFV: one-shot free-view neural talking-head synthesis (face-vid2vid; Wang, Mallya, Liu, CVPR 2021).
+
+The source image gives an appearance volume f_s (F) and canonical keypoints x_c (L); the head-pose and expression
+estimator (H/Δ) gives each image a rotation R, translation t and expression deltas δ, and the keypoints of an
+image are x = R x_c + t + δ, always with the SOURCE's x_c. The motion field estimator (M) turns the K first-order
+flows w_k(p) = R_s R_d^-1 (p - x_d,k) + x_s,k (plus the identity flow) into one 3D flow and an occlusion mask, and
+the generator (G) warps f_s with it and decodes the driving frame. At inference a user rotation R_u and translation
+t_u re-pose the head: R_d <- R_u R_d, t_d <- t_u + t_d (free view).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from talkinghead.flows import transform_keypoints
+from talkinghead.geometry import rotation_matrix
+from talkinghead.lightning.adversarial import AdversarialModule
+from talkinghead.losses import (
+    DeformationPriorLoss,
+    DiscriminatorHingeLoss,
+    EquivarianceLoss,
+    FeatureMatchingLoss,
+    GeneratorHingeLoss,
+    HeadPoseLoss,
+    KeypointPriorLoss,
+    PerceptualPyramidLoss,
+)
+
+__all__ = ["OSFVModule", "compose_driving_pose", "PAPER_LOSS_WEIGHTS"]
+
+# Section 3.3 of the paper: perceptual 10, GAN 1 (+ feature matching 10), equivariance 20, keypoint prior 10,
+# head pose 20, deformation prior 5; the discriminator's hinge loss has weight 1.
+PAPER_LOSS_WEIGHTS: dict[str, float] = {
+    "perceptual": 10.0,
+    "gan": 1.0,
+    "feature_matching": 10.0,
+    "equivariance": 20.0,
+    "keypoint_prior": 10.0,
+    "head_pose": 20.0,
+    "deformation_prior": 5.0,
+    "discriminator": 1.0,
+}
+
+
+def compose_driving_pose(
+    source: Mapping[str, Tensor],
+    driving: Mapping[str, Tensor],
+    driving_reference: Mapping[str, Tensor] | None,
+    user_rotation: Tensor,
+    user_translation: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Rotation, translation and expression that drive the source, with the user's free-view change applied.
+
+    Args:
+        source: pose of the source image: rotation (1 or b, 3, 3), translation (1 or b, 3), expression (1 or b, k, 3).
+        driving: pose of the driving frames, the same keys with batch b.
+        driving_reference: pose of the first driving frame for relative motion (batch 1), or None for absolute.
+        user_rotation: (3, 3) R_u.
+        user_translation: (3,) t_u.
+
+    Returns:
+        rotation (b, 3, 3) = R_u R, translation (b, 3) = t_u + t and expression (b, k, 3), where relative motion
+        carries the driving frames' change since the reference over to the source's pose:
+        R = (R_d R_d0^T) R_s, t = t_s + t_d - t_d0, δ = δ_s + δ_d - δ_d0; absolute motion uses R_d, t_d, δ_d.
+    """
+    if driving_reference is None:
+        rotation, translation, expression = driving["rotation"], driving["translation"], driving["expression"]
+    else:
+        change = driving["rotation"] @ driving_reference["rotation"].transpose(-1, -2)
+        rotation = change @ source["rotation"]
+        translation = source["translation"] + driving["translation"] - driving_reference["translation"]
+        expression = source["expression"] + driving["expression"] - driving_reference["expression"]
+    return user_rotation @ rotation, user_translation + translation, expression
+
+
+class OSFVModule(AdversarialModule):
+    """OSFV training and inference (face-vid2vid, Wang et al. CVPR 2021, section 3).
+
+    Args:
+        appearance: F, image -> appearance feature volume f_s.
+        canonical_keypoints: L, image -> {"keypoints": canonical keypoints x_c (b, k, 3)}.
+        head_pose: H/Δ, image -> {"yaw", "pitch", "roll" (b,) degrees, "translation" (b, 3), "expression" (b, k, 3)}.
+        motion: M, (f_s, x_s, x_d, R_s, R_d) -> {"deformation", "occlusion", ...}.
+        generator: G, (f_s, deformation, occlusion) -> image (b, 3, h, w) in [0, 1].
+        discriminator: D, image -> list over scales of {"features", "logits"}.
+        loss_weights: weight per term (the paper's by default); 0 disables a term.
+        vgg_weights: VGG19 weights for the perceptual loss: a torchvision enum name ("IMAGENET1K_V1", from the torch
+            hub cache) or a local .pth file; None uses random-init features and says so once.
+        face_vgg_weights: local VGG-Face weights for the extra face perceptual term; None leaves it out.
+        hopenet_weights: local Hopenet weights for head-pose pseudo-labels; None uses the shards' pose labels.
+        sigma_affine: equivariance loss, scale of the random affine part.
+        sigma_tps: equivariance loss, scale of the random thin-plate-spline part.
+        generator_optimizer: optimizer for F, L, H/Δ, M and G (default Adam 2e-4, betas 0.5/0.999).
+        discriminator_optimizer: optimizer for D (default Adam 2e-4, betas 0.5/0.999).
+        ema_decay: decay of an EMA of the generator side used for inference; None for none.
+    """
+
+    def __init__(
+        self,
+        appearance: nn.Module,
+        canonical_keypoints: nn.Module,
+        head_pose: nn.Module,
+        motion: nn.Module,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        loss_weights: dict[str, float] | None = None,
+        vgg_weights: str | None = None,
+        face_vgg_weights: str | None = None,
+        hopenet_weights: str | None = None,
+        sigma_affine: float = 0.05,
+        sigma_tps: float = 0.005,
+        generator_optimizer: OptimizerCallable | None = None,
+        discriminator_optimizer: OptimizerCallable | None = None,
+        ema_decay: float | None = None,
+    ) -> None:
+        super().__init__(
+            loss_weights=PAPER_LOSS_WEIGHTS if loss_weights is None else {**PAPER_LOSS_WEIGHTS, **loss_weights},
+            generator_optimizer=generator_optimizer,
+            discriminator_optimizer=discriminator_optimizer,
+            ema_decay=ema_decay,
+        )
+        self.check_loss_terms(PAPER_LOSS_WEIGHTS)
+        self.save_hyperparameters(ignore=["appearance", "canonical_keypoints", "head_pose", "motion", "generator",
+                                          "discriminator"])
+        self.networks = nn.ModuleDict(
+            {
+                "appearance": appearance,
+                "canonical_keypoints": canonical_keypoints,
+                "head_pose": head_pose,
+                "motion": motion,
+                "generator": generator,
+            }
+        )
+        self.patch_discriminator = discriminator
+
+        from talkinghead.losses.head_pose import load_hopenet
+        from talkinghead.networks.vgg import load_face_vgg, load_vgg19
+
+        self.perceptual = PerceptualPyramidLoss(load_vgg19(vgg_weights))
+        self.face_perceptual = None
+        if face_vgg_weights is not None:
+            from talkinghead.losses import FaceVGGLoss
+
+            self.face_perceptual = FaceVGGLoss(load_face_vgg(face_vgg_weights))
+        self.generator_hinge = GeneratorHingeLoss()
+        self.discriminator_hinge = DiscriminatorHingeLoss()
+        self.feature_matching = FeatureMatchingLoss()
+        self.equivariance = EquivarianceLoss(sigma_affine=sigma_affine, sigma_tps=sigma_tps)
+        self.keypoint_prior = KeypointPriorLoss()
+        self.head_pose_loss = HeadPoseLoss(None if hopenet_weights is None else load_hopenet(hopenet_weights))
+        self.deformation_prior = DeformationPriorLoss()
+
+    # -- the adversarial hooks -----------------------------------------------------------------------------------
+
+    def generator_side(self) -> nn.Module:
+        return self.networks
+
+    def discriminator(self) -> nn.Module:
+        return self.patch_discriminator
+
+    @staticmethod
+    def estimate_pose(networks: nn.Module, image: Tensor) -> dict[str, Tensor]:
+        """H/Δ of an image, with the rotation matrix R of its yaw, pitch and roll.
+
+        Args:
+            networks: the generator side (trained or EMA).
+            image: (b, 3, h, w) in [0, 1].
+
+        Returns:
+            yaw, pitch, roll (b,) degrees, rotation (b, 3, 3), translation (b, 3), expression (b, k, 3).
+        """
+        pose = dict(networks["head_pose"](image))
+        pose["rotation"] = rotation_matrix(pose["yaw"], pose["pitch"], pose["roll"])
+        return pose
+
+    @staticmethod
+    def keypoints(canonical: Tensor, pose: Mapping[str, Tensor]) -> Tensor:
+        """x = R x_c + t + δ: (b, k, 3)."""
+        return transform_keypoints(canonical, pose["rotation"], pose["translation"], pose["expression"])
+
+    @staticmethod
+    def synthesize(networks: nn.Module, feature: Tensor, source_kp: Tensor, driving_kp: Tensor,
+                   source_rotation: Tensor, driving_rotation: Tensor) -> dict[str, Tensor]:
+        """M then G: the driving image from f_s and the two keypoint sets. Returns prediction and motion outputs."""
+        motion = networks["motion"](feature, source_kp, driving_kp, source_rotation, driving_rotation)
+        prediction = networks["generator"](feature, motion["deformation"], motion["occlusion"])
+        return {"prediction": prediction, **motion}
+
+    def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        networks = self.networks
+        source, driving = batch["source"], batch["driving"]
+        feature = networks["appearance"](source)
+        canonical = networks["canonical_keypoints"](source)["keypoints"]
+        source_pose = self.estimate_pose(networks, source)
+        driving_pose = self.estimate_pose(networks, driving)
+        source_kp, driving_kp = self.keypoints(canonical, source_pose), self.keypoints(canonical, driving_pose)
+        outputs = self.synthesize(networks, feature, source_kp, driving_kp, source_pose["rotation"],
+                                  driving_pose["rotation"])
+        return {**outputs, "canonical": canonical, "driving_kp": driving_kp, "driving_pose": driving_pose}
+
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        driving, prediction = batch["driving"], outputs["prediction"]
+        pose = outputs["driving_pose"]
+        terms: dict[str, Tensor] = {}
+        if self.wants("perceptual"):
+            terms["perceptual"] = self.perceptual(prediction, driving)
+            if self.face_perceptual is not None:
+                terms["perceptual"] = terms["perceptual"] + self.face_perceptual(prediction, driving)
+        if self.wants("gan") or self.wants("feature_matching"):
+            fake = self.patch_discriminator(prediction)
+            terms["gan"] = self.generator_hinge(fake)
+            terms["feature_matching"] = self.feature_matching(self.patch_discriminator(driving), fake)
+        if self.wants("equivariance"):
+            canonical = outputs["canonical"]
+
+            def detect(image: Tensor) -> Tensor:
+                # The warped driving frame is posed against the same (source) canonical keypoints.
+                return self.keypoints(canonical, self.estimate_pose(self.networks, image))
+
+            terms["equivariance"] = self.equivariance(driving, outputs["driving_kp"], detect)
+        if self.wants("keypoint_prior"):
+            terms["keypoint_prior"] = self.keypoint_prior(outputs["driving_kp"])
+        if self.wants("head_pose"):
+            angles = torch.stack([pose["yaw"], pose["pitch"], pose["roll"]], dim=-1)
+            terms["head_pose"] = self.head_pose_loss(angles, driving, batch.get("driving_pose"))
+        if self.wants("deformation_prior"):
+            terms["deformation_prior"] = self.deformation_prior(pose["expression"])
+        return {name: value for name, value in terms.items() if self.wants(name)}
+
+    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        real = self.patch_discriminator(batch["driving"])
+        fake = self.patch_discriminator(outputs["prediction"])
+        return {"discriminator": self.discriminator_hinge(real, fake)}
+
+    # -- evaluation and inference --------------------------------------------------------------------------------
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        prediction = self.reconstruct(batch["source"], batch["driving"])
+        driving, source = batch["driving"], batch["source"]
+        size = driving.shape[0]
+        self.log("val/l1", F.l1_loss(prediction, driving), batch_size=size, sync_dist=True, prog_bar=True)
+        self.log("val/psnr", psnr(prediction, driving), batch_size=size, sync_dist=True)
+        self.log("val/copy_source/l1", F.l1_loss(source, driving), batch_size=size, sync_dist=True)
+        self.log("val/copy_source/psnr", psnr(source, driving), batch_size=size, sync_dist=True)
+
+    @torch.no_grad()
+    def reconstruct(self, source: Tensor, driving: Tensor) -> Tensor:
+        """Same-identity reconstruction: the driving frames re-synthesised from the source.
+
+        Args:
+            source: (b, 3, h, w) in [0, 1].
+            driving: (b, 3, h, w) in [0, 1].
+
+        Returns:
+            (b, 3, h, w) in [0, 1].
+        """
+        networks = self.inference_networks()
+        was_training = networks.training
+        networks.eval()
+        try:
+            feature = networks["appearance"](source)
+            canonical = networks["canonical_keypoints"](source)["keypoints"]
+            source_pose, driving_pose = self.estimate_pose(networks, source), self.estimate_pose(networks, driving)
+            return self.synthesize(
+                networks, feature, self.keypoints(canonical, source_pose), self.keypoints(canonical, driving_pose),
+                source_pose["rotation"], driving_pose["rotation"],
+            )["prediction"]
+        finally:
+            networks.train(was_training)
+
+    @torch.no_grad()
+    def animate(
+        self,
+        source: Tensor,
+        driving_frames: Tensor,
+        relative: bool = True,
+        yaw: float = 0.0,
+        pitch: float = 0.0,
+        roll: float = 0.0,
+        translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
+        chunk: int = 16,
+    ) -> Tensor:
+        """Animates one source image with a driving video, optionally from another viewpoint (free view).
+
+        Args:
+            source: (3, h, w) or (1, 3, h, w) in [0, 1].
+            driving_frames: (t, 3, h, w) in [0, 1].
+            relative: transfer the driving motion relative to its first frame onto the source's own pose
+                (x_s + (x_d,i - x_d,0) in pose terms); False uses the driving poses as they are.
+            yaw, pitch, roll: user rotation R_u in degrees applied to every output frame.
+            translation: user translation t_u in normalised units.
+            chunk: frames synthesised per forward pass.
+
+        Returns:
+            (t, 3, h, w) in [0, 1].
+        """
+        networks = self.inference_networks()
+        was_training = networks.training
+        networks.eval()
+        try:
+            source = source.reshape(1, *source.shape[-3:]).to(self.device)
+            feature = networks["appearance"](source)
+            canonical = networks["canonical_keypoints"](source)["keypoints"]
+            source_pose = self.estimate_pose(networks, source)
+            source_kp = self.keypoints(canonical, source_pose)
+            user_rotation = rotation_matrix(*(torch.tensor(float(a), device=self.device) for a in (yaw, pitch, roll)))
+            user_translation = torch.tensor(translation, dtype=source.dtype, device=self.device)
+            reference = self.estimate_pose(networks, driving_frames[:1].to(self.device)) if relative else None
+            outputs = []
+            for frames in driving_frames.split(chunk):
+                frames = frames.to(self.device)
+                driving_pose = self.estimate_pose(networks, frames)
+                rotation, shift, expression = compose_driving_pose(
+                    source_pose, driving_pose, reference, user_rotation, user_translation
+                )
+                driving_kp = transform_keypoints(canonical.expand(len(frames), -1, -1), rotation, shift, expression)
+                n = len(frames)
+                outputs.append(
+                    self.synthesize(
+                        networks, feature.expand(n, *feature.shape[1:]), source_kp.expand(n, -1, -1), driving_kp,
+                        source_pose["rotation"].expand(n, -1, -1), rotation,
+                    )["prediction"]
+                )
+            return torch.cat(outputs)
+        finally:
+            networks.train(was_training)
+
+
+def psnr(prediction: Tensor, target: Tensor) -> Tensor:
+    """Mean PSNR in dB of images in [0, 1], per image then averaged, capped at 100 dB for identical images."""
+    mse = (prediction - target).pow(2).flatten(1).mean(1)
+    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
