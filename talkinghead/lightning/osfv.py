@@ -96,6 +96,9 @@ class OSFVModule(AdversarialModule):
         hopenet_weights: local Hopenet weights for head-pose pseudo-labels; None uses the shards' pose labels.
         sigma_affine: equivariance loss, scale of the random affine part.
         sigma_tps: equivariance loss, scale of the random thin-plate-spline part.
+        perceptual_layer_weights: weights of VGG19 relu1_1 ... relu5_1 in the perceptual loss (the paper's);
+            fewer entries use only the first layers.
+        perceptual_scales: relative image sizes of the perceptual pyramid (256, 128, 64, 32 px at 256).
         generator_optimizer: optimizer for F, L, H/Δ, M and G (default Adam 2e-4, betas 0.5/0.999).
         discriminator_optimizer: optimizer for D (default Adam 2e-4, betas 0.5/0.999).
         ema_decay: decay of an EMA of the generator side used for inference; None for none.
@@ -115,6 +118,8 @@ class OSFVModule(AdversarialModule):
         hopenet_weights: str | None = None,
         sigma_affine: float = 0.05,
         sigma_tps: float = 0.005,
+        perceptual_layer_weights: tuple[float, ...] = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0),
+        perceptual_scales: tuple[float, ...] = (1.0, 0.5, 0.25, 0.125),
         generator_optimizer: OptimizerCallable | None = None,
         discriminator_optimizer: OptimizerCallable | None = None,
         ema_decay: float | None = None,
@@ -142,7 +147,7 @@ class OSFVModule(AdversarialModule):
         from talkinghead.losses.head_pose import load_hopenet
         from talkinghead.networks.vgg import load_face_vgg, load_vgg19
 
-        self.perceptual = PerceptualPyramidLoss(load_vgg19(vgg_weights))
+        self.perceptual = PerceptualPyramidLoss(load_vgg19(vgg_weights), perceptual_layer_weights, perceptual_scales)
         self.face_perceptual = None
         if face_vgg_weights is not None:
             from talkinghead.losses import FaceVGGLoss

@@ -38,9 +38,10 @@ class PerceptualPyramidLoss(nn.Module):
     network and the target's features carry no gradient.
 
     Args:
-        features: image (b, 3, h, w) in [0, 1] -> list of feature maps, e.g.
+        features: (image (b, 3, h, w) in [0, 1], num_layers) -> list of the first num_layers feature maps, e.g.
             :class:`~talkinghead.networks.vgg.VGG19Features`.
-        layer_weights: w_l per returned map (relu1_1 ... relu5_1 for VGG19).
+        layer_weights: w_l per map from the first (relu1_1 ... relu5_1 for VGG19); fewer weights than maps use
+            (and compute) only the first ones.
         scales: relative image sizes of the pyramid (256, 128, 64, 32 px at 256).
     """
 
@@ -69,9 +70,9 @@ class PerceptualPyramidLoss(nn.Module):
             raise ValueError(f"prediction {tuple(prediction.shape)} and target {tuple(target.shape)} differ")
         total = prediction.new_zeros(())
         for x, y in zip(image_pyramid(prediction, self.scales), image_pyramid(target.detach(), self.scales)):
-            x_features = self.features(x)
+            x_features = self.features(x, len(self.layer_weights))
             with torch.no_grad():
-                y_features = self.features(y)
+                y_features = self.features(y, len(self.layer_weights))
             if len(x_features) != len(self.layer_weights):
                 raise ValueError(f"{len(x_features)} feature maps but {len(self.layer_weights)} layer weights")
             for weight, fx, fy in zip(self.layer_weights, x_features, y_features):

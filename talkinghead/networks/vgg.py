@@ -89,23 +89,27 @@ class _FrozenFeaturePyramid(nn.Module):
         # A fixed feature extractor: the surrounding module's .train() must not change it.
         return super().train(False)
 
-    def forward(self, image: Tensor) -> list[Tensor]:
+    def forward(self, image: Tensor, num_layers: int | None = None) -> list[Tensor]:
         """Activations at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1.
 
         Args:
             image: (b, 3, h, w) RGB in [0, 1].
+            num_layers: return only the first this many maps, and stop the trunk there (saves the deeper convs).
 
         Returns:
-            five maps (b, c_i, ceil(h / 2^i), ceil(w / 2^i)), i = 0..4, with c = 64, 128, 256, 512, 512.
+            maps (b, c_i, ceil(h / 2^i), ceil(w / 2^i)), i = 0..4, with c = 64, 128, 256, 512, 512.
         """
         if image.dim() != 4 or image.shape[1] != 3:
             raise ValueError(f"expected images (b, 3, h, w), got {tuple(image.shape)}")
+        wanted = len(self.taps) if num_layers is None else num_layers
         x = (image - self.mean) / self.std
         outputs = []
         for index, module in enumerate(self.features):
             x = module(x)
             if index in self.taps:
                 outputs.append(x)
+                if len(outputs) == wanted:
+                    break
         return outputs
 
     def load_trunk_state_dict(self, state_dict: dict[str, Tensor], source: str) -> None:

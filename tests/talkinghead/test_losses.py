@@ -49,14 +49,26 @@ def test_perceptual_zero_for_identical_positive_otherwise(perceptual):
 
 def test_perceptual_is_the_weighted_sum_over_scales_and_layers():
     class Stub(nn.Module):  # two "layers": the image and its square
-        def forward(self, x):
-            return [x, x**2]
+        def forward(self, x, num_layers=None):
+            return [x, x**2][:num_layers]
 
     loss = PerceptualPyramidLoss(Stub(), layer_weights=(1.0, 0.5), scales=(1.0,))
     x, y = torch.full((1, 3, 4, 4), 0.5), torch.full((1, 3, 4, 4), 0.25)
     assert loss(x, y).item() == pytest.approx(0.25 + 0.5 * (0.25 - 0.0625))
     pyramid = PerceptualPyramidLoss(Stub(), layer_weights=(1.0, 0.5), scales=(1.0, 0.5))
     assert pyramid(x, y).item() == pytest.approx(2 * (0.25 + 0.5 * (0.25 - 0.0625)))  # constant images
+    first_only = PerceptualPyramidLoss(Stub(), layer_weights=(1.0,), scales=(1.0,))
+    assert first_only(x, y).item() == pytest.approx(0.25)
+
+
+def test_vgg_stops_at_the_deepest_layer_asked_for():
+    torch.manual_seed(0)
+    vgg = VGG19Features()
+    image = torch.rand(1, 3, 32, 32)
+    full, first_three = vgg(image), vgg(image, 3)
+    assert len(full) == 5 and len(first_three) == 3
+    for a, b in zip(full, first_three):
+        torch.testing.assert_close(a, b)
 
 
 def test_face_vgg_loss_single_scale():
