@@ -133,3 +133,17 @@ def test_two_process_cpu_ddp_fit_through_the_cli(tmp_path, synthetic_shards):
     assert "distributed_backend=gloo" in result.stderr + result.stdout
     state = torch.load(next(tmp_path.glob("**/last.ckpt")), map_location="cpu", weights_only=False)
     assert state["global_step"] == 4
+
+
+def test_ema_of_the_generator_side_is_used_for_inference(tmp_path, synthetic_shards):
+    cli = tiny_cli(synthetic_shards, "--model.init_args.ema_decay=0.5", "--trainer.max_steps=4",
+                   "--data.init_args.num_workers=0", "--trainer.enable_progress_bar=false",
+                   f"--trainer.default_root_dir={tmp_path}")
+    cli.trainer.fit(cli.model, cli.datamodule)
+    model = cli.model
+    assert model.inference_networks() is model.generator_ema.module
+    trained = dict(model.networks.named_parameters())
+    averaged = dict(model.generator_ema.module.named_parameters())
+    assert trained.keys() == averaged.keys()
+    assert any(not torch.equal(trained[name], averaged[name]) for name in trained)
+    assert model.generator_ema.n_averaged.item() == 2  # one update per generator step
