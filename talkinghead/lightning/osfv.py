@@ -10,7 +10,8 @@ t_u re-pose the head: R_d <- R_u R_d, t_d <- t_u + t_d (free view).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -254,6 +255,17 @@ class OSFVModule(AdversarialModule):
         self.log("val/copy_source/l1", F.l1_loss(source, driving), batch_size=size, sync_dist=True)
         self.log("val/copy_source/psnr", psnr(source, driving), batch_size=size, sync_dist=True)
 
+    @contextmanager
+    def evaluating(self) -> Iterator[nn.Module]:
+        """The inference networks in eval mode (BatchNorm running statistics), restored to their mode after."""
+        networks = self.inference_networks()
+        was_training = networks.training
+        networks.eval()
+        try:
+            yield networks
+        finally:
+            networks.train(was_training)
+
     @torch.no_grad()
     def reconstruct(self, source: Tensor, driving: Tensor) -> Tensor:
         """Same-identity reconstruction: the driving frames re-synthesised from the source.
@@ -265,10 +277,7 @@ class OSFVModule(AdversarialModule):
         Returns:
             (b, 3, h, w) in [0, 1].
         """
-        networks = self.inference_networks()
-        was_training = networks.training
-        networks.eval()
-        try:
+        with self.evaluating() as networks:
             feature = networks["appearance"](source)
             canonical = networks["canonical_keypoints"](source)["keypoints"]
             source_pose, driving_pose = self.estimate_pose(networks, source), self.estimate_pose(networks, driving)
@@ -276,8 +285,6 @@ class OSFVModule(AdversarialModule):
                 networks, feature, self.keypoints(canonical, source_pose), self.keypoints(canonical, driving_pose),
                 source_pose["rotation"], driving_pose["rotation"],
             )["prediction"]
-        finally:
-            networks.train(was_training)
 
     @torch.no_grad()
     def animate(
@@ -305,10 +312,7 @@ class OSFVModule(AdversarialModule):
         Returns:
             (t, 3, h, w) in [0, 1].
         """
-        networks = self.inference_networks()
-        was_training = networks.training
-        networks.eval()
-        try:
+        with self.evaluating() as networks:
             source = source.reshape(1, *source.shape[-3:]).to(self.device)
             feature = networks["appearance"](source)
             canonical = networks["canonical_keypoints"](source)["keypoints"]
@@ -333,8 +337,6 @@ class OSFVModule(AdversarialModule):
                     )["prediction"]
                 )
             return torch.cat(outputs)
-        finally:
-            networks.train(was_training)
 
 
 def psnr(prediction: Tensor, target: Tensor) -> Tensor:
