@@ -44,6 +44,7 @@ __all__ = [
     "expand_shards",
     "iter_shard_samples",
     "read_index",
+    "sample_num_frames",
 ]
 
 FORMAT_VERSION = 1
@@ -144,7 +145,7 @@ def encode_frames_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
     """H.264 mp4 bytes of (T, H, W, 3) uint8 RGB frames (H and W must be even)."""
     import av
 
-    num_frames, height, width, _ = frames.shape
+    _, height, width, _ = frames.shape
     if height % 2 or width % 2:
         raise ShardError(f"H.264 needs even frame sizes, got {height}x{width}: use codec 'npy' or an even size")
     buffer = io.BytesIO()
@@ -157,7 +158,6 @@ def encode_frames_mp4(frames: np.ndarray, fps: float, crf: int = 18) -> bytes:
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    assert num_frames > 0
     return buffer.getvalue()
 
 
@@ -374,6 +374,11 @@ def _npy(sample: dict[str, Any], name: str) -> np.ndarray:
     return np.load(io.BytesIO(sample[name]), allow_pickle=False)
 
 
+def sample_num_frames(sample: dict[str, Any]) -> int:
+    """Frame count of a raw sample, from its (small) landmarks array, without decoding any frame."""
+    return int(_npy(sample, "landmarks.npy").shape[0])
+
+
 def decode_frames(data: bytes, codec: str, indices: Sequence[int] | None = None) -> np.ndarray:
     """Frames (N, H, W, 3) uint8 from stored bytes; all of them, or those at ``indices`` (in that order)."""
     if codec == "npy":
@@ -460,6 +465,6 @@ def read_index(url: str) -> list[IndexEntry]:
         if "meta.json" not in sample:
             raise ShardError(f"sample {sample['__key__']!r} of shard {url} lacks meta.json")
         meta = json.loads(sample["meta.json"])
-        num_frames = int(meta.get("num_frames") or _npy(sample, "landmarks.npy").shape[0])
+        num_frames = int(meta.get("num_frames") or sample_num_frames(sample))
         entries.append(IndexEntry(url, sample["__key__"], meta["identity"], meta["video"], num_frames))
     return entries

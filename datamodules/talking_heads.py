@@ -14,7 +14,6 @@ rank sees the same number of batches. Validation is deterministic: fixed clips, 
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import random
@@ -29,7 +28,16 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from talkinghead.batch import Batch
 
-from .shard_format import Clip, IndexEntry, ShardError, decode_clip, expand_shards, iter_shard_samples, read_index
+from .shard_format import (
+    Clip,
+    IndexEntry,
+    ShardError,
+    decode_clip,
+    expand_shards,
+    iter_shard_samples,
+    read_index,
+    sample_num_frames,
+)
 from .transforms import Augment, ColorJitter, Frames, clip_to_frames, select
 
 __all__ = ["ShardDataModule", "PairsDataModule", "FewShotDataModule", "PersonDataModule"]
@@ -42,11 +50,6 @@ Sample = dict[str, Any]  # a raw shard sample: member name -> bytes, plus __key_
 def role_fields(frames: Frames, role: str) -> dict[str, torch.Tensor]:
     """Frames renamed into the batch vocabulary: image -> role, landmarks -> role_landmarks, ..."""
     return {role if name == "image" else f"{role}_{name}": value for name, value in frames.items()}
-
-
-def num_frames_of(sample: Sample) -> int:
-    """Frame count of a raw sample, from its (small) landmarks array, without decoding any frame."""
-    return int(np.load(io.BytesIO(sample["landmarks.npy"]), allow_pickle=False).shape[0])
 
 
 class ClipStream(IterableDataset):
@@ -293,10 +296,10 @@ class PairItems(ItemBuilder):
     """(source, driving) items from one clip."""
 
     def train(self, sample: Sample, rng: random.Random) -> dict[str, Any]:
-        return self._pair(sample, distinct_frames(num_frames_of(sample), 2, rng), rng)
+        return self._pair(sample, distinct_frames(sample_num_frames(sample), 2, rng), rng)
 
     def val(self, sample: Sample, index: int) -> dict[str, Any]:
-        num_frames = num_frames_of(sample)
+        num_frames = sample_num_frames(sample)
         driving = random.Random(index).randrange(1, num_frames) if num_frames > 1 else 0
         return self._pair(sample, [0, driving], None)
 
@@ -371,10 +374,10 @@ class FewShotItems(ItemBuilder):
         return references + [driving]
 
     def train(self, sample: Sample, rng: random.Random) -> dict[str, Any]:
-        return self._item(sample, self._indices(num_frames_of(sample), rng), rng)
+        return self._item(sample, self._indices(sample_num_frames(sample), rng), rng)
 
     def val(self, sample: Sample, index: int) -> dict[str, Any]:
-        return self._item(sample, self._indices(num_frames_of(sample), random.Random(index)), None)
+        return self._item(sample, self._indices(sample_num_frames(sample), random.Random(index)), None)
 
     def _item(self, sample: Sample, indices: list[int], rng: random.Random | None) -> dict[str, Any]:
         clip, frames = self.decode(sample, indices)

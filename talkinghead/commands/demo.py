@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from talkinghead.cli import TalkingHeadCLI
     from talkinghead.datamodules.shard_format import decode_clip, encode_frames_mp4, expand_shards, iter_shard_samples
     from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
+    from talkinghead.datamodules.transforms import clip_to_frames
     from talkinghead.visualize import contact_sheet
 
     out = Path(args.out)
@@ -82,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Image.fromarray(grid).save(out / "samples.png")
     held_out = [decode_clip(s) for url in expand_shards(str(val)) for s in iter_shard_samples(url)]
     source_clip, driving_clip = held_out[0], held_out[1]
-    to_tensor = lambda frames: torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255  # noqa: E731
-    source, driving = to_tensor(source_clip.frames[:1]), to_tensor(driving_clip.frames)
+    source = clip_to_frames(source_clip, size)["image"][:1]
+    driving = clip_to_frames(driving_clip, size)["image"]
     animated = model.animate(source, driving, relative=True)
     yaws = torch.cat([torch.linspace(0, 30, 12), torch.linspace(30, -30, 24), torch.linspace(-30, 0, 12)])
     sweep = torch.cat([model.animate(source, source, relative=True, yaw=float(y)) for y in yaws])
