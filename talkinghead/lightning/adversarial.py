@@ -26,7 +26,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-__all__ = ["AdversarialModule"]
+__all__ = ["AdversarialModule", "built_by_cli"]
 
 
 def _adam(lr: float, betas: tuple[float, float]) -> OptimizerCallable:
@@ -34,6 +34,18 @@ def _adam(lr: float, betas: tuple[float, float]) -> OptimizerCallable:
         return torch.optim.Adam(parameters, lr=lr, betas=betas)
 
     return build
+
+
+def built_by_cli() -> bool:
+    """Whether LightningCLI is instantiating the module being constructed.
+
+    The CLI hands ``save_hyperparameters`` its parsed config, in which sub-networks are ``class_path`` dicts, so a
+    checkpoint stores how to rebuild them and ``Module.load_from_checkpoint(path)`` needs no config. A module built
+    directly in Python gets network objects instead, which must stay out of the hyperparameters.
+    """
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters  # no public accessor
+
+    return _given_hyperparameters.get() is not None
 
 
 def detach_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from talkinghead.flows import transform_keypoints
 from talkinghead.geometry import rotation_matrix
-from talkinghead.lightning.adversarial import AdversarialModule
+from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
 from talkinghead.losses import (
     DeformationPriorLoss,
     DiscriminatorHingeLoss,
@@ -46,6 +46,9 @@ PAPER_LOSS_WEIGHTS: dict[str, float] = {
     "head_pose": 20.0,
     "deformation_prior": 5.0,
     "discriminator": 1.0,
+    # Not in the paper: pixel L1 to the driving frame, 0 (off) by default. Without downloadable VGG19 weights the
+    # perceptual loss runs on random-init features, which teach a small generator slowly; tiny configs turn it on.
+    "l1": 0.0,
 }
 
 
@@ -132,8 +135,8 @@ class OSFVModule(AdversarialModule):
             ema_decay=ema_decay,
         )
         self.check_loss_terms(PAPER_LOSS_WEIGHTS)
-        self.save_hyperparameters(ignore=["appearance", "canonical_keypoints", "head_pose", "motion", "generator",
-                                          "discriminator"])
+        networks = ["appearance", "canonical_keypoints", "head_pose", "motion", "generator", "discriminator"]
+        self.save_hyperparameters(ignore=None if built_by_cli() else networks)
         self.networks = nn.ModuleDict(
             {
                 "appearance": appearance,
@@ -214,6 +217,8 @@ class OSFVModule(AdversarialModule):
         driving, prediction = batch["driving"], outputs["prediction"]
         pose = outputs["driving_pose"]
         terms: dict[str, Tensor] = {}
+        if self.wants("l1"):
+            terms["l1"] = F.l1_loss(prediction, driving)
         if self.wants("perceptual"):
             terms["perceptual"] = self.perceptual(prediction, driving)
             if self.face_perceptual is not None:
