@@ -24,13 +24,18 @@ from talkinghead.lightning.osfv import psnr
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall clock)")
+    parser.add_argument("--minutes", type=float, default=10.0, help="training budget (wall clock), unless --steps")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="training budget in generator steps instead of minutes (independent of machine load)")
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", default="/tmp/osfv_learning", help="work folder (shards, logs, checkpoint)")
     parser.add_argument("--identities", type=int, default=48, help="training people")
-    parser.add_argument("--val-identities", type=int, default=8, help="held-out people")
+    parser.add_argument("--val-identities", type=int, default=16, help="held-out people (two clips each, one pair per clip)")
     parser.add_argument("--frames", type=int, default=32, help="frames per clip")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="extra `talkinghead fit` arguments after --, e.g. "
+                        "-- --model.init_args.loss_weights.l1=0 to train with the paper's terms only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
@@ -38,18 +43,24 @@ def main() -> None:
     if not train.exists():
         write_synthetic_shards(train, identities=args.identities, clips_per_identity=2, frames=args.frames, size=64,
                                seed=args.seed, clips_per_shard=4)
-        write_synthetic_shards(val, identities=args.val_identities, first_identity=100_000, clips_per_identity=1,
+        write_synthetic_shards(val, identities=args.val_identities, first_identity=100_000, clips_per_identity=2,
                                frames=args.frames, size=64, seed=args.seed, clips_per_shard=1)
     config = resources.files("talkinghead.lightning_configs") / "osfv" / "tiny.yaml"
     seconds = int(args.minutes * 60)
+    if args.steps:  # two optimizers: max_steps counts G and D steps
+        budget = [f"--trainer.max_steps={2 * args.steps}"]
+    else:
+        budget = [f"--trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
+                  "--trainer.max_steps=-1"]
     cli = TalkingHeadCLI(
         args=[
             "--config", str(config),
             f"--data.init_args.shards={train}", f"--data.init_args.val_shards={val}",
-            f"--data.init_args.val_samples={args.val_identities}",
-            f"--trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
-            "--trainer.max_epochs=-1", "--trainer.max_steps=-1", "--trainer.enable_progress_bar=false",
+            f"--data.init_args.val_samples={2 * args.val_identities}", f"--data.init_args.batch_size={args.batch_size}",
+            *budget, "--trainer.max_epochs=-1", "--trainer.enable_progress_bar=false",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={out}",
             f"--trainer.default_root_dir={out / 'logs'}", f"--seed_everything={args.seed}",
+            *args.overrides,
         ],
         run=False,
     )
@@ -59,6 +70,7 @@ def main() -> None:
     model = cli.model.eval()
 
     l1, l1_copy, quality, quality_copy, count = 0.0, 0.0, 0.0, 0.0, 0
+    l1_auto, quality_auto = 0.0, 0.0
     yaw_errors, estimator_errors = {}, []
     for batch in cli.datamodule.val_dataloader():
         source, driving = batch["source"], batch["driving"]
@@ -68,6 +80,9 @@ def main() -> None:
         l1_copy += torch.nn.functional.l1_loss(source, driving).item() * n
         quality += psnr(prediction, driving).item() * n
         quality_copy += psnr(source, driving).item() * n
+        itself = model.reconstruct(driving, driving)  # no motion: how well F and G alone reproduce an image
+        l1_auto += torch.nn.functional.l1_loss(itself, driving).item() * n
+        quality_auto += psnr(itself, driving).item() * n
         count += n
         networks = model.inference_networks().eval()
         with torch.no_grad():
@@ -82,10 +97,12 @@ def main() -> None:
 
     steps = cli.trainer.global_step // 2  # two optimizers: global_step counts both
     print(f"\ntrained {steps} generator steps in {trained / 60:.1f} min on {torch.get_num_threads()} threads")
-    print(f"held-out same-identity reconstruction, {count} deterministic pairs of {args.val_identities} new people:")
+    print(f"held-out same-identity reconstruction, {count} deterministic pairs of {args.val_identities} new people "
+          f"(batch {args.batch_size}):")
     print(f"  {'':<22}{'L1':>8}{'PSNR dB':>10}")
     print(f"  {'copy source frame':<22}{l1_copy / count:>8.4f}{quality_copy / count:>10.2f}")
     print(f"  {'tiny OSFV':<22}{l1 / count:>8.4f}{quality / count:>10.2f}")
+    print(f"  {'(driving from itself)':<22}{l1_auto / count:>8.4f}{quality_auto / count:>10.2f}")
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     print(f"free view: |yaw read back - (source yaw + requested)| by H on the output, degrees:")
     for requested, errors in yaw_errors.items():
