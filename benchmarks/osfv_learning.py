@@ -6,12 +6,15 @@ that the trained head-pose estimator reads back from the output (plus that estim
 synthetic ground truth, for scale)::
 
     python benchmarks/osfv_learning.py --minutes 10 --out /tmp/osfv_learning
+    python benchmarks/osfv_learning.py --steps 1200 --out /tmp/osfv_learning   # a budget in steps, not time
+    python benchmarks/osfv_learning.py --out /tmp/osfv_learning --checkpoint CKPT   # evaluate a saved checkpoint
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
@@ -19,7 +22,7 @@ import torch
 
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
-from talkinghead.lightning.osfv import psnr
+from talkinghead.lightning.osfv import OSFVModule, psnr
 
 
 def main() -> None:
@@ -34,6 +37,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=32, help="frames per clip")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", help="evaluate this checkpoint of a run in --out instead of training")
     parser.add_argument("overrides", nargs="*", help="extra `talkinghead fit` arguments after --, e.g. "
                         "-- --model.init_args.loss_weights.l1=0 to train with the paper's terms only")
     args = parser.parse_args()
@@ -64,15 +68,25 @@ def main() -> None:
         ],
         run=False,
     )
-    start = time.perf_counter()
-    cli.trainer.fit(cli.model, cli.datamodule)
-    trained = time.perf_counter() - start
-    model = cli.model.eval()
+    if args.checkpoint:
+        model, trained, steps = OSFVModule.load_from_checkpoint(args.checkpoint, map_location="cpu"), None, None
+        steps = torch.load(args.checkpoint, map_location="cpu", weights_only=False)["global_step"] // 2
+    else:
+        start = time.perf_counter()
+        cli.trainer.fit(cli.model, cli.datamodule)
+        model, trained = cli.model, time.perf_counter() - start
+        steps = cli.trainer.global_step // 2  # two optimizers: global_step counts both
+    cli.datamodule.setup("validate")
+    report(model.eval(), cli.datamodule.val_dataloader(), steps, trained, args)
 
+
+def report(model: OSFVModule, batches: Iterable[dict], steps: int, trained: float | None,
+           args: argparse.Namespace) -> None:
+    """Prints reconstruction against copying the source, and the free-view yaw error, on held-out pairs."""
     l1, l1_copy, quality, quality_copy, count = 0.0, 0.0, 0.0, 0.0, 0
     l1_auto, quality_auto = 0.0, 0.0
     yaw_errors, estimator_errors = {}, []
-    for batch in cli.datamodule.val_dataloader():
+    for batch in batches:
         source, driving = batch["source"], batch["driving"]
         prediction = model.reconstruct(source, driving)
         n = len(source)
@@ -84,8 +98,7 @@ def main() -> None:
         l1_auto += torch.nn.functional.l1_loss(itself, driving).item() * n
         quality_auto += psnr(itself, driving).item() * n
         count += n
-        networks = model.inference_networks().eval()
-        with torch.no_grad():
+        with model.evaluating() as networks, torch.no_grad():
             read = model.estimate_pose(networks, driving)
             estimator_errors += (read["yaw"] - batch["driving_pose"][:, 0]).abs().tolist()
             for image in source:
@@ -95,8 +108,8 @@ def main() -> None:
                     seen = model.estimate_pose(networks, output)["yaw"]
                     yaw_errors.setdefault(requested, []).append((seen - base - requested).abs().item())
 
-    steps = cli.trainer.global_step // 2  # two optimizers: global_step counts both
-    print(f"\ntrained {steps} generator steps in {trained / 60:.1f} min on {torch.get_num_threads()} threads")
+    took = "" if trained is None else f" in {trained / 60:.1f} min on {torch.get_num_threads()} threads"
+    print(f"\ntrained {steps} generator steps{took}")
     print(f"held-out same-identity reconstruction, {count} deterministic pairs of {args.val_identities} new people "
           f"(batch {args.batch_size}):")
     print(f"  {'':<22}{'L1':>8}{'PSNR dB':>10}")
@@ -104,11 +117,10 @@ def main() -> None:
     print(f"  {'tiny OSFV':<22}{l1 / count:>8.4f}{quality / count:>10.2f}")
     print(f"  {'(driving from itself)':<22}{l1_auto / count:>8.4f}{quality_auto / count:>10.2f}")
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    print(f"free view: |yaw read back - (source yaw + requested)| by H on the output, degrees:")
+    print("free view: |yaw read back - (source yaw + requested)| by H on the output, degrees:")
     for requested, errors in yaw_errors.items():
         print(f"  requested {requested:+5.0f}: mean error {mean(errors):5.1f}")
     print(f"  (H's own yaw error on held-out driving frames vs exact labels: {mean(estimator_errors):.1f})")
-
 
 if __name__ == "__main__":
     main()
