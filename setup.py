@@ -18,6 +18,7 @@ SUBPACKAGES = [
     "talkinghead.losses",
     "talkinghead.lightning",
     "talkinghead.commands",
+    "talkinghead.face",
 ]
 
 setup(
