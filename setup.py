@@ -19,6 +19,7 @@ SUBPACKAGES = [
     "talkinghead.lightning",
     "talkinghead.commands",
     "talkinghead.face",
+    "talkinghead.preprocess",
 ]
 
 setup(

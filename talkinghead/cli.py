@@ -20,6 +20,7 @@ __all__ = ["TalkingHeadCLI", "main", "SUBCOMMANDS"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "render procedural talking heads into shards"),
     "demo": ("demo", "the embedded default: synthetic data, shown as a contact sheet"),
+    "preprocess": ("preprocess", "real videos -> shards: tracked face crops, landmarks, pose"),
 }
 LIGHTNING_SUBCOMMANDS = {
     "fit": "train a model: talkinghead fit --config lightning_configs/...yaml",
