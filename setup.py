@@ -20,6 +20,7 @@ SUBPACKAGES = [
     "talkinghead.commands",
     "talkinghead.face",
     "talkinghead.preprocess",
+    "talkinghead.metrics",
 ]
 
 setup(
