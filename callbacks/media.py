@@ -1,0 +1,117 @@
+"""Validation images and videos (source | driving | output) written to disk and sent to a wandb logger."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from PIL import Image
+
+from talkinghead.callbacks.samples import grid_image
+
+__all__ = ["ValidationMedia", "write_mp4"]
+
+
+def write_mp4(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 10.0) -> Path:
+    """Encodes (t, h, w, 3) uint8 RGB frames as an H.264 yuv420p mp4 with PyAV (odd sides are padded by 1 px).
+
+    Returns:
+        the path written.
+    """
+    import av
+
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
+        raise ValueError(f"expected (t, h, w, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    _, h, w, _ = frames.shape
+    # yuv420p halves the chroma resolution: both sides must be even.
+    frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=int(round(fps)))
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+class ValidationMedia(L.Callback):
+    """Every ``every_n_epochs`` validation epochs, a PNG grid and (with ``model.animate``) an mp4 of fixed pairs.
+
+    The pairs are the first ``max_images`` of the first validation batch seen (kept for the whole run, so epochs
+    compare). The grid rows are source | driving | ``model.reconstruct(source, driving)``; the video animates the
+    first kept source with the kept batch's driving frames as a sequence (up to ``max_frames``), each frame
+    source | driving | output. Files go to ``<log_dir>/media/epoch=NNN.{png,mp4}``; with a WandbLogger they are also
+    logged as ``val/samples`` (image) and ``val/animation`` (video); other loggers get nothing beyond the disk.
+
+    Args:
+        every_n_epochs: validation epochs between media (0 disables).
+        max_images: rows of the grid.
+        max_frames: frames of the video.
+        fps: frame rate of the video.
+        directory: folder for the files; None uses ``<trainer.log_dir or default_root_dir>/media``.
+    """
+
+    def __init__(self, every_n_epochs: int = 1, max_images: int = 4, max_frames: int = 16, fps: float = 10.0,
+                 directory: str | None = None) -> None:
+        self.every_n_epochs, self.max_images, self.max_frames = every_n_epochs, max_images, max_frames
+        self.fps, self.directory = fps, directory
+        self.kept: dict[str, torch.Tensor] | None = None
+        self.written: list[Path] = []
+
+    def folder(self, trainer: L.Trainer) -> Path:
+        return Path(self.directory or Path(trainer.log_dir or trainer.default_root_dir) / "media")
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if self.kept is None and not trainer.sanity_checking:
+            self.kept = {
+                "source": batch["source"][: self.max_images].detach().cpu(),
+                "driving": batch["driving"][: self.max_images].detach().cpu(),
+                "sequence": batch["driving"][: self.max_frames].detach().cpu(),
+            }
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if (self.kept is None or trainer.sanity_checking or not self.every_n_epochs
+                or trainer.current_epoch % self.every_n_epochs or not trainer.is_global_zero):
+            return
+        folder = self.folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = folder / f"epoch={trainer.current_epoch:03d}"
+        device = pl_module.device
+        source, driving = self.kept["source"], self.kept["driving"]
+        with torch.no_grad():
+            output = pl_module.reconstruct(source.to(device), driving.to(device))
+        image_path = stem.with_suffix(".png")
+        Image.fromarray(grid_image(source, driving, output)).save(image_path)
+        self.written.append(image_path)
+        video_path = None
+        if callable(getattr(pl_module, "animate", None)):
+            sequence = self.kept["sequence"]
+            with torch.no_grad():
+                animated = pl_module.animate(source[0], sequence.to(device)).cpu()
+            t, _, h, _ = sequence.shape
+            rows = grid_image(source[:1].expand(t, -1, -1, -1), sequence, animated)  # (t h, 3 w, 3)
+            video_path = write_mp4(stem.with_suffix(".mp4"), rows.reshape(t, h, *rows.shape[1:]), fps=self.fps)
+            self.written.append(video_path)
+        self.send(trainer, image_path, video_path)
+
+    @staticmethod
+    def send(trainer: L.Trainer, image_path: Path, video_path: Path | None) -> None:
+        """Logs the files to every WandbLogger of the trainer (wandb imported only then)."""
+        from lightning.pytorch.loggers import WandbLogger
+
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger):
+                continue
+            logger.log_image(key="val/samples", images=[str(image_path)], caption=["source | driving | output"])
+            if video_path is not None:
+                import wandb
+
+                logger.experiment.log({"val/animation": wandb.Video(str(video_path), format="mp4")})
