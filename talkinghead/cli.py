@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "render procedural talking heads into shards"),
     "demo": ("demo", "the embedded default: synthetic data, shown as a contact sheet"),
     "preprocess": ("preprocess", "real videos -> shards: tracked face crops, landmarks, pose"),
+    "evaluate": ("evaluate", "score a checkpoint vs the copy-source baseline: paper-style metrics table"),
 }
 LIGHTNING_SUBCOMMANDS = {
     "fit": "train a model: talkinghead fit --config lightning_configs/...yaml",
