@@ -121,11 +121,24 @@ def _face_value(tensor: Tensor | float) -> Value:
 class _FaceTools:
     """One MTCNN + dlib landmark extractor and the dlib identity embedder built on it (built once per evaluate)."""
 
-    def __init__(self, device: str | torch.device) -> None:
+    def __init__(self, device: str | torch.device, image_size: int, pose_checkpoint: str | None = None) -> None:
         from talkinghead.metrics import DlibFaceEmbedder
 
         self.embedder = DlibFaceEmbedder(device=device)
         self.landmarks = self.embedder.landmarks
+        self.image_size, self.device = image_size, device
+        self.pose_network = None
+        if pose_checkpoint is not None:
+            from talkinghead.losses.head_pose import load_hopenet
+
+            self.pose_network = load_hopenet(pose_checkpoint).to(device)
+
+    def pose(self, images: Tensor, landmarks: Tensor) -> Tensor:
+        """(b, 3) yaw, pitch, roll of images: the head-pose network's when given, else PnP on the landmarks."""
+        if self.pose_network is None:
+            return pose_from_landmarks(landmarks, self.image_size)
+        with torch.no_grad():
+            return self.pose_network(images.to(self.device))[:, :3].float().cpu()
 
 
 def _pairs(shards: str | Sequence[str], num_pairs: int, image_size: int) -> list[dict[str, Any]]:
@@ -184,7 +197,7 @@ class _RowScores:
                 self.akd.update(output_faces["landmarks"], target_faces["landmarks"])
                 self.aed.update(output_faces["embedding"], target_faces["embedding"])
             self.csim.update(output_faces["embedding"], source_embedding)
-            self.pose.update(pose_from_landmarks(output_faces["landmarks"], self.image_size), target_pose)
+            self.pose.update(output_faces["pose"], target_pose)
 
     def row(self) -> dict[str, Value]:
         gt = None if self.ground_truth else NO_GROUND_TRUTH
@@ -226,8 +239,10 @@ class _RowScores:
 
 
 def _faces(tools: _FaceTools, images: Tensor) -> dict[str, Tensor]:
-    """Landmarks (b, 68, 2) and dlib embeddings (b, 128) of images, NaN rows where no face is found."""
-    return {"landmarks": tools.landmarks(images), "embedding": tools.embedder(images)}
+    """Landmarks (b, 68, 2), dlib embeddings (b, 128) and head pose (b, 3) of images, NaN where no face is found
+    (the pose from a head-pose network is defined even then)."""
+    landmarks = tools.landmarks(images)
+    return {"landmarks": landmarks, "embedding": tools.embedder(images), "pose": tools.pose(images, landmarks)}
 
 
 def _target_landmarks(tools: _FaceTools, images: Tensor, stored: Tensor) -> Tensor:
@@ -239,13 +254,13 @@ def _target_landmarks(tools: _FaceTools, images: Tensor, stored: Tensor) -> Tens
     return torch.where(known[:, None, None], stored, found)
 
 
-def _target_pose(stored: Tensor, landmarks: Tensor, image_size: int) -> Tensor:
-    """Stored (yaw, pitch, roll) labels where finite, else the pose of the landmarks."""
+def _target_pose(stored: Tensor, estimated: Tensor) -> Tensor:
+    """Stored (yaw, pitch, roll) labels where finite, else the estimated pose of the driving frames."""
     stored = stored[:, :3]
     known = _finite_rows(stored)
     if known.all():
         return stored
-    return torch.where(known[:, None], stored, pose_from_landmarks(landmarks, image_size).to(stored.dtype))
+    return torch.where(known[:, None], stored, estimated.to(stored.dtype))
 
 
 def evaluate(
@@ -258,6 +273,7 @@ def evaluate(
     fid_weights: str = "IMAGENET1K_V1",
     lpips_weights: str = "DEFAULT",
     device: str | torch.device = "cpu",
+    pose_checkpoint: str | None = None,
 ) -> list[Row]:
     """Scores a model and the copy-source baseline on the first num_pairs clips of the shards.
 
@@ -271,6 +287,8 @@ def evaluate(
         face_metrics: AKD / AED / CSIM / pose error (MTCNN + dlib on the CPU or ``device``).
         fid_weights, lpips_weights: what :class:`FID` / :class:`LPIPS` get; absent weights give "n/a (...)".
         device: where the model and MTCNN run.
+        pose_checkpoint: local Hopenet weights for the head pose of outputs and unlabelled frames; None fits a
+            generic 3D face to the dlib landmarks (weak-perspective PnP).
 
     Returns:
         [("model", {column: value}), ("copy source frame", {...})], values floats or "n/a (reason)" strings.
@@ -278,7 +296,8 @@ def evaluate(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     availability = metric_availability(fid_weights=fid_weights, lpips_weights=lpips_weights)
-    tools = _FaceTools(device) if face_metrics and availability["akd"] is None else None
+    tools = (_FaceTools(device, image_size, pose_checkpoint)
+             if face_metrics and availability["akd"] is None else None)
     items = _pairs(shards, num_pairs, image_size)
     if not items:
         raise ValueError(f"no clips in {shards!r}")
@@ -300,7 +319,7 @@ def evaluate(
         if tools is not None:
             landmarks = _target_landmarks(tools, driving, _stack([d for _, d in chunk], "driving_landmarks"))
             target = {"landmarks": landmarks, "embedding": tools.embedder(driving)}
-            pose = _target_pose(_stack([d for _, d in chunk], "driving_pose"), landmarks, image_size)
+            pose = _target_pose(_stack([d for _, d in chunk], "driving_pose"), tools.pose(driving, landmarks))
             source_faces = _faces(tools, source)
             faces = {"model": _faces(tools, output), BASELINE: source_faces}
         for name, images in (("model", output), (BASELINE, source)):
@@ -350,7 +369,7 @@ def _free_view(model: L.LightningModule, items: Sequence[dict[str, Any]], image_
             found = source_faces if name == BASELINE else _faces(tools, images)
             if name == BASELINE:
                 found = {k: v.expand(len(views), *v.shape[1:]) for k, v in found.items()}
-            pose = pose_from_landmarks(found["landmarks"], image_size)  # (1 + v, 3)
+            pose = found["pose"]  # (1 + v, 3)
             errors[name].update(pose[1:] - pose[:1], target)
             csim[name].update(found["embedding"][1:], source_faces["embedding"].expand(len(requested), -1))
     rows: list[Row] = []

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lpips-weights", default="DEFAULT",
                         help="LPIPS AlexNet backbone: DEFAULT (torch hub cache only) or a local .pth")
     parser.add_argument("--no-face-metrics", action="store_true", help="skip AKD, AED, CSIM and pose error")
+    parser.add_argument("--pose-checkpoint", default=None,
+                        help="local Hopenet weights (deep-head-pose) for pose error; default: PnP on dlib landmarks")
     parser.add_argument("--device", default="cpu", help="torch device for the model and the face detector")
     return parser
 
@@ -92,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = evaluate(model, args.data, mode=args.mode, num_pairs=args.pairs, image_size=size,
                         face_metrics=not args.no_face_metrics, fid_weights=args.fid_weights,
-                        lpips_weights=args.lpips_weights, device=args.device)
-    except ValueError as error:
+                        lpips_weights=args.lpips_weights, device=args.device, pose_checkpoint=args.pose_checkpoint)
+    except (ValueError, FileNotFoundError) as error:
         parser.exit(2, f"talkinghead evaluate: {error}\n")
     date = datetime.datetime.now().isoformat(timespec="seconds")
     header = (f"**{args.mode}** evaluation of `{args.checkpoint}` on `{args.data}` ({len(rows)} rows, {size} px, "

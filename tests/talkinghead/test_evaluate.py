@@ -105,3 +105,18 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, shards, checkpoint):
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     with pytest.raises(ValueError, match="not a talkinghead checkpoint"):
         load_model(tmp_path / "plain.ckpt")
+
+
+def test_pose_from_a_head_pose_checkpoint(tmp_path, shards, checkpoint):
+    from talkinghead.losses.head_pose import Hopenet
+
+    model = load_model(checkpoint)
+    without = dict(evaluate(model, str(shards), num_pairs=2, image_size=64))
+    weights = tmp_path / "hopenet.pkl"
+    torch.save(Hopenet().state_dict(), weights)  # random weights: only the wiring is tested
+    rows = dict(evaluate(model, str(shards), num_pairs=2, image_size=64, pose_checkpoint=str(weights)))
+    # The network reads a pose from every output, found face or not; PnP needs dlib landmarks of a found face.
+    assert isinstance(rows["model"]["pose error"], float)
+    assert rows["model"]["pose error"] != without["model"]["pose error"]
+    with pytest.raises(FileNotFoundError, match="deep-head-pose"):
+        evaluate(model, str(shards), num_pairs=2, image_size=64, pose_checkpoint=str(tmp_path / "missing.pkl"))
