@@ -121,11 +121,16 @@ def _face_value(tensor: Tensor | float) -> Value:
 class _FaceTools:
     """One MTCNN + dlib landmark extractor and the dlib identity embedder built on it (built once per evaluate)."""
 
-    def __init__(self, device: str | torch.device, image_size: int, pose_checkpoint: str | None = None) -> None:
-        from talkinghead.metrics import DlibFaceEmbedder
+    def __init__(self, device: str | torch.device, image_size: int, pose_checkpoint: str | None = None,
+                 facenet_weights: str | None = None) -> None:
+        from talkinghead.metrics import DlibFaceEmbedder, FacenetEmbedder, LandmarkExtractor
 
-        self.embedder = DlibFaceEmbedder(device=device)
-        self.landmarks = self.embedder.landmarks
+        if facenet_weights is None:
+            self.embedder = DlibFaceEmbedder(device=device)
+            self.landmarks = self.embedder.landmarks
+        else:  # identity embeddings from facenet-pytorch's InceptionResnetV1 (VGGFace2), landmarks from dlib
+            self.embedder = FacenetEmbedder(facenet_weights, device=device)
+            self.landmarks = LandmarkExtractor(device=device)
         self.image_size, self.device = image_size, device
         self.pose_network = None
         if pose_checkpoint is not None:
@@ -274,6 +279,7 @@ def evaluate(
     lpips_weights: str = "DEFAULT",
     device: str | torch.device = "cpu",
     pose_checkpoint: str | None = None,
+    facenet_weights: str | None = None,
 ) -> list[Row]:
     """Scores a model and the copy-source baseline on the first num_pairs clips of the shards.
 
@@ -289,6 +295,8 @@ def evaluate(
         device: where the model and MTCNN run.
         pose_checkpoint: local Hopenet weights for the head pose of outputs and unlabelled frames; None fits a
             generic 3D face to the dlib landmarks (weak-perspective PnP).
+        facenet_weights: local InceptionResnetV1 weights for AED / CSIM (facenet-pytorch); None uses dlib's 128-d
+            face descriptor, which works offline.
 
     Returns:
         [("model", {column: value}), ("copy source frame", {...})], values floats or "n/a (reason)" strings.
@@ -296,7 +304,7 @@ def evaluate(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     availability = metric_availability(fid_weights=fid_weights, lpips_weights=lpips_weights)
-    tools = (_FaceTools(device, image_size, pose_checkpoint)
+    tools = (_FaceTools(device, image_size, pose_checkpoint, facenet_weights)
              if face_metrics and availability["akd"] is None else None)
     items = _pairs(shards, num_pairs, image_size)
     if not items:

@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lpips-weights", default="DEFAULT",
                         help="LPIPS AlexNet backbone: DEFAULT (torch hub cache only) or a local .pth")
     parser.add_argument("--no-face-metrics", action="store_true", help="skip AKD, AED, CSIM and pose error")
+    parser.add_argument("--facenet-weights", default=None,
+                        help="local InceptionResnetV1 weights (facenet-pytorch, e.g. 20180402-114759-vggface2.pt) "
+                        "for AED/CSIM; default: dlib's 128-d face descriptor")
     parser.add_argument("--pose-checkpoint", default=None,
                         help="local Hopenet weights (deep-head-pose) for pose error; default: PnP on dlib landmarks")
     parser.add_argument("--device", default="cpu", help="torch device for the model and the face detector")
@@ -85,6 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ShardError as error:
         parser.exit(2, f"talkinghead evaluate: --data: {error}\n")
     from talkinghead.evaluation import checkpoint_image_size, evaluate, load_model
+    from talkinghead.metrics import MissingWeightsError
 
     try:
         model = load_model(args.checkpoint, device=args.device)
@@ -94,8 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = evaluate(model, args.data, mode=args.mode, num_pairs=args.pairs, image_size=size,
                         face_metrics=not args.no_face_metrics, fid_weights=args.fid_weights,
-                        lpips_weights=args.lpips_weights, device=args.device, pose_checkpoint=args.pose_checkpoint)
-    except (ValueError, FileNotFoundError) as error:
+                        lpips_weights=args.lpips_weights, device=args.device, pose_checkpoint=args.pose_checkpoint,
+                        facenet_weights=args.facenet_weights)
+    except (ValueError, FileNotFoundError, MissingWeightsError) as error:
         parser.exit(2, f"talkinghead evaluate: {error}\n")
     date = datetime.datetime.now().isoformat(timespec="seconds")
     header = (f"**{args.mode}** evaluation of `{args.checkpoint}` on `{args.data}` ({len(rows)} rows, {size} px, "

@@ -120,3 +120,17 @@ def test_pose_from_a_head_pose_checkpoint(tmp_path, shards, checkpoint):
     assert rows["model"]["pose error"] != without["model"]["pose error"]
     with pytest.raises(FileNotFoundError, match="deep-head-pose"):
         evaluate(model, str(shards), num_pairs=2, image_size=64, pose_checkpoint=str(tmp_path / "missing.pkl"))
+
+
+def test_facenet_embeddings_from_a_local_file(tmp_path, shards, checkpoint):
+    from facenet_pytorch import InceptionResnetV1
+
+    from talkinghead.metrics import MissingWeightsError
+
+    model = load_model(checkpoint)
+    weights = tmp_path / "facenet.pt"
+    torch.save(InceptionResnetV1(pretrained=None).state_dict(), weights)  # random weights: only the wiring
+    rows = dict(evaluate(model, str(shards), num_pairs=2, image_size=64, facenet_weights=str(weights)))
+    assert rows[BASELINE]["CSIM"] == pytest.approx(1.0, abs=1e-5)  # the source against itself
+    with pytest.raises(MissingWeightsError):
+        evaluate(model, str(shards), num_pairs=2, image_size=64, facenet_weights=str(tmp_path / "missing.pt"))
