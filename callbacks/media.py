@@ -12,18 +12,17 @@ import torch
 from PIL import Image
 
 from talkinghead.callbacks.samples import grid_image
+from talkinghead.datamodules.shard_format import encode_frames_mp4
 
 __all__ = ["ValidationMedia", "write_mp4"]
 
 
 def write_mp4(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 10.0) -> Path:
-    """Encodes (t, h, w, 3) uint8 RGB frames as an H.264 yuv420p mp4 with PyAV (odd sides are padded by 1 px).
+    """Encodes (t, h, w, 3) uint8 RGB frames as an H.264 yuv420p mp4 (odd sides are padded by 1 px).
 
     Returns:
         the path written.
     """
-    import av
-
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or not len(frames):
         raise ValueError(f"expected (t, h, w, 3) uint8 frames, got {frames.shape} {frames.dtype}")
@@ -31,13 +30,7 @@ def write_mp4(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: 
     # yuv420p halves the chroma resolution: both sides must be even.
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     path = Path(path)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)))
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
-        container.mux(stream.encode())
+    path.write_bytes(encode_frames_mp4(frames, fps=fps))
     return path
 
 
