@@ -32,6 +32,7 @@ from talkinghead.losses import (
     KeypointPriorLoss,
     PerceptualPyramidLoss,
 )
+from talkinghead.metrics import psnr_per_image
 
 __all__ = ["OSFVModule", "compose_driving_pose", "PAPER_LOSS_WEIGHTS"]
 
@@ -346,5 +347,4 @@ class OSFVModule(AdversarialModule):
 
 def psnr(prediction: Tensor, target: Tensor) -> Tensor:
     """Mean PSNR in dB of images in [0, 1], per image then averaged, capped at 100 dB for identical images."""
-    mse = (prediction - target).pow(2).flatten(1).mean(1)
-    return (10 * torch.log10(1.0 / mse.clamp_min(1e-10))).mean()
+    return psnr_per_image(prediction, target).mean()

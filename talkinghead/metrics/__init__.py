@@ -21,7 +21,18 @@ from talkinghead.metrics.identity import (
     FaceEmbedder,
     FacenetEmbedder,
 )
-from talkinghead.metrics.image import L1, MSSSIM, MSSSIM_BETAS, PSNR, PSNR_CAP_DB, SSIM, msssim_min_size
+from talkinghead.metrics.image import (
+    L1,
+    MSSSIM,
+    MSSSIM_BETAS,
+    PSNR,
+    PSNR_CAP_DB,
+    SMALL_MSSSIM_SCALES,
+    SSIM,
+    msssim_for_size,
+    msssim_min_size,
+    psnr_per_image,
+)
 from talkinghead.metrics.pretrained import (
     FID,
     INCEPTION_V3_FILE,
@@ -41,6 +52,9 @@ __all__ = [
     "MSSSIM_BETAS",
     "PSNR_CAP_DB",
     "msssim_min_size",
+    "psnr_per_image",
+    "msssim_for_size",
+    "SMALL_MSSSIM_SCALES",
     "AKD",
     "OUTER_EYE_CORNERS",
     "LandmarkExtractor",

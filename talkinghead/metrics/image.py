@@ -16,7 +16,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-__all__ = ["L1", "PSNR", "SSIM", "MSSSIM", "MSSSIM_BETAS", "PSNR_CAP_DB", "msssim_min_size"]
+__all__ = ["L1", "PSNR", "SSIM", "MSSSIM", "MSSSIM_BETAS", "PSNR_CAP_DB", "msssim_min_size", "psnr_per_image",
+           "msssim_for_size", "SMALL_MSSSIM_SCALES"]
 
 # The cap of talkinghead.lightning.osfv.psnr: MSE is clamped at 1e-10, so identical images score 100 dB.
 PSNR_CAP_DB = 100.0
@@ -69,6 +70,20 @@ class L1(_MeanOfValues):
         self._add((prediction.double() - target.double()).abs().flatten())
 
 
+def psnr_per_image(prediction: Tensor, target: Tensor) -> Tensor:
+    """PSNR in dB of each image pair, data range 1; MSE clamped at 1e-10, so identical images give 100 dB.
+
+    Args:
+        prediction: (b, c, h, w) in [0, 1].
+        target: (b, c, h, w) in [0, 1].
+
+    Returns:
+        (b,) in the inputs' dtype.
+    """
+    mse = (prediction - target).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(_MIN_MSE))
+
+
 class PSNR(_MeanOfValues):
     """Peak signal-to-noise ratio in dB, per image then averaged; data range 1, capped at 100 dB.
 
@@ -86,8 +101,7 @@ class PSNR(_MeanOfValues):
             target: (b, 3, h, w) ground-truth images in [0, 1].
         """
         _check_pair(prediction, target)
-        mse = (prediction.double() - target.double()).pow(2).flatten(1).mean(1)
-        self._add(10 * torch.log10(1.0 / mse.clamp_min(_MIN_MSE)))
+        self._add(psnr_per_image(prediction.double(), target.double()))
 
 
 class SSIM(_MeanOfValues):
@@ -170,3 +184,21 @@ class MSSSIM(_MeanOfValues):
             prediction.float(), target.float(), data_range=1.0, kernel_size=self.kernel_size, sigma=self.sigma,
             betas=self.betas, reduction="none")
         self._add(values)
+
+
+# Fewer scales for small images: a different score from the standard 5-scale MS-SSIM, hence its own name.
+SMALL_MSSSIM_SCALES = 3
+
+
+def msssim_for_size(side: int) -> tuple[str, MSSSIM] | None:
+    """The MS-SSIM images of this side support, with the name to report it under.
+
+    Returns:
+        ("ms_ssim", the paper's 5 scales) from :func:`msssim_min_size` px, ("ms_ssim_3scale", 3 scales) from
+        ``msssim_min_size(scales=3)`` px, else None.
+    """
+    if side >= msssim_min_size():
+        return "ms_ssim", MSSSIM()
+    if side >= msssim_min_size(scales=SMALL_MSSSIM_SCALES):
+        return f"ms_ssim_{SMALL_MSSSIM_SCALES}scale", MSSSIM(betas=MSSSIM_BETAS[:SMALL_MSSSIM_SCALES])
+    return None
