@@ -17,19 +17,14 @@ from torchmetrics import Metric
 from talkinghead.metrics import (
     AKD,
     L1,
-    MSSSIM,
-    MSSSIM_BETAS,
     PSNR,
     SSIM,
     PoseError,
-    msssim_min_size,
+    msssim_for_size,
     pose_from_landmarks,
 )
 
 __all__ = ["ValidationMetrics"]
-
-# Fewer scales for small images: a different score from the standard 5-scale MS-SSIM, hence its own log key.
-_SMALL_MSSSIM_SCALES = 3
 
 
 class ValidationMetrics(L.Callback):
@@ -71,11 +66,9 @@ class ValidationMetrics(L.Callback):
         self._reset()
 
     def _choose_msssim(self, side: int, device: torch.device) -> None:
-        if side >= msssim_min_size():
-            self.msssim = ("ms_ssim", MSSSIM().to(device))
-        elif side >= msssim_min_size(scales=_SMALL_MSSSIM_SCALES):
-            self.msssim = (f"ms_ssim_{_SMALL_MSSSIM_SCALES}scale",
-                           MSSSIM(betas=MSSSIM_BETAS[:_SMALL_MSSSIM_SCALES]).to(device))
+        chosen = msssim_for_size(side)
+        if chosen is not None:
+            self.msssim = (chosen[0], chosen[1].to(device))
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:

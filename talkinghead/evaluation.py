@@ -33,12 +33,12 @@ from talkinghead.metrics import (
     FID,
     L1,
     LPIPS,
-    MSSSIM,
-    MSSSIM_BETAS,
     PSNR,
+    SMALL_MSSSIM_SCALES,
     SSIM,
     PoseError,
     metric_availability,
+    msssim_for_size,
     msssim_min_size,
     pose_from_landmarks,
 )
@@ -177,9 +177,7 @@ class _RowScores:
         self.image_size, self.face_metrics, self.ground_truth = image_size, face_metrics, with_ground_truth
         self.availability = availability
         self.l1, self.psnr, self.ssim = L1(), PSNR(), SSIM()
-        self.msssim = MSSSIM() if image_size >= msssim_min_size() else None
-        self.msssim3 = (MSSSIM(betas=MSSSIM_BETAS[:3]) if self.msssim is None
-                        and image_size >= msssim_min_size(scales=3) else None)
+        self.msssim = msssim_for_size(image_size)  # (name, metric): 5 scales, 3 for small images, or None
         self.fid = FID(fid_weights) if availability["fid"] is None else None
         self.lpips = LPIPS(weights=lpips_weights) if availability["lpips"] is None and with_ground_truth else None
         self.akd, self.aed, self.csim, self.pose = AKD(), AED(), CSIM(), PoseError()
@@ -191,7 +189,7 @@ class _RowScores:
             self.l1.update(output, target)
             self.psnr.update(output, target)
             self.ssim.update(output, target)
-            for metric in (self.msssim, self.msssim3, self.lpips):
+            for metric in (None if self.msssim is None else self.msssim[1], self.lpips):
                 if metric is not None:
                     metric.update(output, target)
         if self.fid is not None:
@@ -211,8 +209,9 @@ class _RowScores:
             "PSNR": gt or _value(self.psnr.compute()),
             "SSIM": gt or _value(self.ssim.compute()),
         }
-        if self.msssim is not None:
-            row["MS-SSIM"] = gt or _value(self.msssim.compute())
+        standard = self.msssim is not None and self.msssim[0] == "ms_ssim"
+        if standard:
+            row["MS-SSIM"] = gt or _value(self.msssim[1].compute())
         else:
             row["MS-SSIM"] = gt or f"n/a (images under {msssim_min_size()} px; see ms_ssim_3scale)"
         row["FID"] = self.availability["fid"] or _value(self.fid.compute())
@@ -234,9 +233,9 @@ class _RowScores:
             face["CSIM"], face["pose error"] = _face_value(csim["csim"]), _face_value(pose["mean"])
             misses += [_value(csim["miss_rate"]), _value(pose["miss_rate"])]
         row.update(face)
-        if self.msssim is None:
-            row["ms_ssim_3scale"] = gt or (_value(self.msssim3.compute()) if self.msssim3 is not None else
-                                           f"n/a (images under {msssim_min_size(scales=3)} px)")
+        if not standard:
+            row["ms_ssim_3scale"] = gt or (_value(self.msssim[1].compute()) if self.msssim is not None else
+                                           f"n/a (images under {msssim_min_size(scales=SMALL_MSSSIM_SCALES)} px)")
         misses = [m for m in misses if not math.isnan(m)]
         if misses and max(misses) > 0:
             row["face miss rate"] = max(misses)
