@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from talkinghead.callbacks.samples import grid_image
+from talkinghead.callbacks.samples import grid_image, head_of_batch, source_frames
 from talkinghead.datamodules.shard_format import encode_frames_mp4
 
 __all__ = ["ValidationMedia", "write_mp4"]
@@ -35,12 +35,14 @@ def write_mp4(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: 
 
 
 class ValidationMedia(L.Callback):
-    """Every ``every_n_epochs`` validation epochs, a PNG grid and (with ``model.animate``) an mp4 of fixed pairs.
+    """Every ``every_n_epochs`` validation epochs, a PNG grid and an mp4 of fixed validation items.
 
     The pairs are the first ``max_images`` of the first validation batch seen (kept for the whole run, so epochs
-    compare). The grid rows are source | driving | ``model.reconstruct(source, driving)``; the video animates the
-    first kept source with the kept batch's driving frames as a sequence (up to ``max_frames``), each frame
-    source | driving | output. Files go to ``<log_dir>/media/epoch=NNN.{png,mp4}``; with a WandbLogger they are also
+    compare). The grid rows are source | driving | ``model.reconstruct_batch(batch)``. The video drives the first
+    kept item with the kept batch's driving frames as a sequence (up to ``max_frames``), each frame
+    source | driving | output: through ``model.animate(source, frames)`` (relative motion) when the model has one
+    and the batch a ``source``, else through ``reconstruct_batch`` with the first item's other roles repeated.
+    Files go to ``<log_dir>/media/epoch=NNN.{png,mp4}``; with a WandbLogger they are also
     logged as ``val/samples`` (image) and ``val/animation`` (video); other loggers get nothing beyond the disk.
 
     Args:
@@ -64,11 +66,7 @@ class ValidationMedia(L.Callback):
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
         if self.kept is None and not trainer.sanity_checking:
-            self.kept = {
-                "source": batch["source"][: self.max_images].detach().cpu(),
-                "driving": batch["driving"][: self.max_images].detach().cpu(),
-                "sequence": batch["driving"][: self.max_frames].detach().cpu(),
-            }
+            self.kept = head_of_batch(batch, max(self.max_images, self.max_frames), device="cpu")
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (self.kept is None or trainer.sanity_checking or not self.every_n_epochs
@@ -78,22 +76,32 @@ class ValidationMedia(L.Callback):
         folder.mkdir(parents=True, exist_ok=True)
         stem = folder / f"epoch={trainer.current_epoch:03d}"
         device = pl_module.device
-        source, driving = self.kept["source"], self.kept["driving"]
+        grid = head_of_batch(self.kept, self.max_images, device=device)
         with torch.no_grad():
-            output = pl_module.reconstruct(source.to(device), driving.to(device))
+            output = pl_module.reconstruct_batch(grid)
         image_path = stem.with_suffix(".png")
-        Image.fromarray(grid_image(source, driving, output)).save(image_path)
+        Image.fromarray(grid_image(source_frames(grid), grid["driving"], output)).save(image_path)
         self.written.append(image_path)
-        video_path = None
-        if callable(getattr(pl_module, "animate", None)):
-            sequence = self.kept["sequence"]
-            with torch.no_grad():
-                animated = pl_module.animate(source[0], sequence.to(device)).cpu()
-            t, _, h, _ = sequence.shape
-            rows = grid_image(source[:1].expand(t, -1, -1, -1), sequence, animated)  # (t h, 3 w, 3)
-            video_path = write_mp4(stem.with_suffix(".mp4"), rows.reshape(t, h, *rows.shape[1:]), fps=self.fps)
-            self.written.append(video_path)
+        sequence = head_of_batch(self.kept, self.max_frames, device=device)
+        with torch.no_grad():
+            source, animated = self.animate(pl_module, sequence)
+        t, _, h, _ = animated.shape
+        rows = grid_image(source.expand(t, -1, -1, -1), sequence["driving"], animated)  # (t h, 3 w, 3)
+        video_path = write_mp4(stem.with_suffix(".mp4"), rows.reshape(t, h, *rows.shape[1:]), fps=self.fps)
+        self.written.append(video_path)
         self.send(trainer, image_path, video_path)
+
+    @staticmethod
+    def animate(pl_module: L.LightningModule, sequence: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(source (1, 3, h, w), output (t, 3, h, w)) of the first item driven by every item's driving frame."""
+        source = source_frames(sequence)[:1]
+        if callable(getattr(pl_module, "animate", None)) and "source" in sequence:
+            return source, pl_module.animate(source[0], sequence["driving"])
+        t = sequence["driving"].shape[0]
+        driven = {name: value[:1].expand(t, *value.shape[1:]) if isinstance(value, torch.Tensor) else value
+                  for name, value in sequence.items() if not name.startswith("driving")}
+        driven |= {name: value for name, value in sequence.items() if name.startswith("driving")}
+        return source, pl_module.reconstruct_batch(driven)
 
     @staticmethod
     def send(trainer: L.Trainer, image_path: Path, video_path: Path | None) -> None:

@@ -1,6 +1,6 @@
 """Validation metrics of same-identity reconstruction (L1, PSNR, SSIM, MS-SSIM, AKD, pose error) as a callback.
 
-The callback owns DDP-syncing torchmetrics objects, feeds them ``model.reconstruct(source, driving)`` on every
+The callback owns DDP-syncing torchmetrics objects, feeds them ``model.reconstruct_batch(batch)`` on every
 validation batch and logs ``val/<metric>`` once per validation epoch (the metrics sync themselves, so the computed
 values are logged as they are).
 """
@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from talkinghead.callbacks.samples import source_frames
 from talkinghead.metrics import (
     AKD,
     L1,
@@ -72,9 +73,9 @@ class ValidationMetrics(L.Callback):
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        source, driving = batch["source"], batch["driving"]
+        source, driving = source_frames(batch), batch["driving"]
         with torch.no_grad():
-            prediction = pl_module.reconstruct(source, driving).float()
+            prediction = pl_module.reconstruct_batch(batch).float()
         self._to(prediction.device)
         for metric in self.image.values():
             metric.update(prediction, driving)

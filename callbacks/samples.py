@@ -1,4 +1,9 @@
-"""Sample grids (source | driving | output) saved to disk and sent to the logger every N training steps."""
+"""Sample grids (source | driving | output) saved to disk and sent to the logger every N training steps.
+
+Every model is read through one public method, ``model.reconstruct_batch(batch) -> (b, 3, h, w)``: its
+re-synthesis of ``batch["driving"]`` from whatever else the batch holds (OSFV: the source frame; FSTH/LPD: the
+reference frames or the fine-tuned person and the driving landmarks).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import torch
 from einops import rearrange
 from PIL import Image
 
-__all__ = ["SampleGrid", "grid_image"]
+__all__ = ["SampleGrid", "grid_image", "source_frames", "head_of_batch"]
 
 
 def grid_image(*columns: torch.Tensor) -> np.ndarray:
@@ -20,8 +25,29 @@ def grid_image(*columns: torch.Tensor) -> np.ndarray:
     return (rearrange(stacked, "b n c h w -> (b h) (n w) c").numpy() * 255).round().astype(np.uint8)
 
 
+def source_frames(batch: Any) -> torch.Tensor:
+    """The appearance column of a batch: ``source``, else the first of the ``references`` (few-shot batches)."""
+    if "source" in batch:
+        return batch["source"]
+    return batch["references"][:, 0]
+
+
+def head_of_batch(batch: Any, count: int, device: torch.device | str | None = None) -> dict[str, Any]:
+    """The first ``count`` items of a batch (tensors detached, optionally moved; lists cut the same way)."""
+    head = {}
+    for name, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value[:count].detach()
+            head[name] = value if device is None else value.to(device)
+        elif isinstance(value, (list, tuple)):
+            head[name] = value[:count]
+        else:
+            head[name] = value
+    return head
+
+
 class SampleGrid(L.Callback):
-    """Every ``every_n_steps`` training batches, writes source | driving | model.reconstruct(source, driving).
+    """Every ``every_n_steps`` training batches, writes source | driving | ``model.reconstruct_batch(batch)``.
 
     Args:
         every_n_steps: batches between grids (0 disables).
@@ -40,8 +66,10 @@ class SampleGrid(L.Callback):
                            batch_idx: int) -> None:
         if not self.every_n_steps or batch_idx % self.every_n_steps or not trainer.is_global_zero:
             return
-        source, driving = batch["source"][: self.max_images], batch["driving"][: self.max_images]
-        image = grid_image(source, driving, pl_module.reconstruct(source, driving))
+        head = head_of_batch(batch, self.max_images)
+        with torch.no_grad():
+            output = pl_module.reconstruct_batch(head)
+        image = grid_image(source_frames(head), head["driving"], output)
         folder = self.folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"epoch{trainer.current_epoch:03d}-batch{batch_idx:06d}.png"

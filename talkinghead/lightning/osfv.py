@@ -272,6 +272,10 @@ class OSFVModule(AdversarialModule):
         finally:
             networks.train(was_training)
 
+    def reconstruct_batch(self, batch: Mapping[str, Any]) -> Tensor:
+        """The callbacks' view of the model: ``reconstruct(batch["source"], batch["driving"])``."""
+        return self.reconstruct(batch["source"], batch["driving"])
+
     @torch.no_grad()
     def reconstruct(self, source: Tensor, driving: Tensor) -> Tensor:
         """Same-identity reconstruction: the driving frames re-synthesised from the source.

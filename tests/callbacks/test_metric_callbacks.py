@@ -15,15 +15,15 @@ TINY = str(resources.files("talkinghead.lightning_configs") / "osfv" / "tiny.yam
 
 
 class Copier:
-    """Stands in for a LightningModule: reconstruct returns the driving frame exactly; log collects values."""
+    """Stands in for a LightningModule: reconstruct_batch returns the driving frame exactly; log collects values."""
 
     device = torch.device("cpu")
 
     def __init__(self):
         self.logged = {}
 
-    def reconstruct(self, source, driving):
-        return driving.clone()
+    def reconstruct_batch(self, batch):
+        return batch["driving"].clone()
 
     def log(self, key, value, **kwargs):
         self.logged[key] = float(value)
