@@ -1,6 +1,7 @@
 """Loss terms: one nn.Module per paper term, tensors in, scalar out; their weights live in the LightningModules."""
 
 from talkinghead.losses.adversarial import DiscriminatorHingeLoss, FeatureMatchingLoss, GeneratorHingeLoss
+from talkinghead.losses.embedding import EmbeddingMatchLoss
 from talkinghead.losses.equivariance import EquivarianceLoss, WarpTransform
 from talkinghead.losses.head_pose import HeadPoseLoss, Hopenet, load_hopenet
 from talkinghead.losses.perceptual import FaceVGGLoss, PerceptualPyramidLoss
@@ -12,6 +13,7 @@ __all__ = [
     "GeneratorHingeLoss",
     "DiscriminatorHingeLoss",
     "FeatureMatchingLoss",
+    "EmbeddingMatchLoss",
     "EquivarianceLoss",
     "WarpTransform",
     "KeypointPriorLoss",

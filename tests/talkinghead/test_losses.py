@@ -293,3 +293,17 @@ def test_hopenet_angles_and_local_loading(tmp_path):
     term.train()
     assert not net.training
     torch.testing.assert_close(term(torch.zeros(2, 3), images), angles.abs().mean())
+
+
+def test_embedding_match_is_the_mean_absolute_difference():
+    from talkinghead.losses import EmbeddingMatchLoss
+
+    loss = EmbeddingMatchLoss()
+    e = torch.tensor([[1.0, -2.0, 0.0, 4.0]])
+    assert loss(e, e.clone()) == 0
+    assert torch.isclose(loss(e, torch.zeros_like(e)), torch.tensor(7.0 / 4))
+    target = torch.zeros_like(e, requires_grad=True)
+    loss(e, target).backward()
+    assert torch.equal(target.grad, -torch.sign(e) / 4)
+    with pytest.raises(ValueError):
+        loss(e, torch.zeros(1, 3))
