@@ -133,6 +133,13 @@ class AdversarialModule(L.LightningModule):
         ]
 
     def setup(self, stage: str) -> None:
+        self._make_ema()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # load_from_checkpoint runs no setup: the average must exist before its saved state is loaded into it.
+        self._make_ema()
+
+    def _make_ema(self) -> None:
         if self.ema_decay is not None and self.generator_ema is None:
             self.generator_ema = AveragedModel(
                 self.generator_side(), multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True

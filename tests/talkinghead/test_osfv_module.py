@@ -150,3 +150,9 @@ def test_ema_of_the_generator_side_is_used_for_inference(tmp_path, synthetic_sha
     assert trained.keys() == averaged.keys()
     assert any(not torch.equal(trained[name], averaged[name]) for name in trained)
     assert model.generator_ema.n_averaged.item() == 2  # one update per generator step
+    # A checkpoint with an EMA reloads without its config, the average included.
+    from talkinghead.lightning.osfv import OSFVModule
+
+    reloaded = OSFVModule.load_from_checkpoint(next(tmp_path.glob("**/last.ckpt")), map_location="cpu")
+    for name, value in reloaded.generator_ema.module.state_dict().items():
+        torch.testing.assert_close(value, model.generator_ema.module.state_dict()[name])
