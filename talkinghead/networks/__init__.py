@@ -1,5 +1,11 @@
 """Networks: pure nn.Modules, one class per paper component (no Lightning)."""
 
+from talkinghead.networks.discriminators import (
+    MultiScalePatchDiscriminator,
+    PatchDiscriminator,
+    ProjectionDiscriminator,
+)
+from talkinghead.networks.fsth import Embedder, FSTHGenerator
 from talkinghead.networks.osfv import (
     AppearanceFeatureExtractor,
     CanonicalKeypointDetector,
@@ -12,8 +18,13 @@ from talkinghead.networks.osfv import (
 __all__ = [
     "AppearanceFeatureExtractor",
     "CanonicalKeypointDetector",
+    "Embedder",
+    "FSTHGenerator",
     "HeadPoseExpressionEstimator",
     "MotionFieldEstimator",
+    "MultiScalePatchDiscriminator",
     "OSFVGenerator",
+    "PatchDiscriminator",
+    "ProjectionDiscriminator",
     "SPADEGenerator",
 ]

@@ -4,6 +4,9 @@ Every block is a plain ``nn.Module`` with the layout ``conv -> norm -> activatio
 residual ``norm -> act -> conv`` twice). ``norm`` picks BatchNorm (the papers' choice; SyncBatchNorm conversion is
 done by the Lightning side), affine InstanceNorm, or none. 3D blocks work on (b, c, d, h, w) volumes and only ever
 resample the two spatial axes (h, w); the depth axis d keeps its size.
+
+The FSTH / LPD blocks (AdaptiveInstanceNorm2d, SelfAttention2d, ResBlockDown2d, AdaINResBlock2d) follow BigGAN's
+pre-activation residual layout and take a ``spectral_norm`` flag that normalises every conv they own.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
@@ -36,6 +40,11 @@ __all__ = [
     "Hourglass3d",
     "SPADE",
     "SPADEResBlock",
+    "AdaptiveInstanceNorm2d",
+    "SelfAttention2d",
+    "ResBlockDown2d",
+    "AdaINResBlock2d",
+    "split_adain_parameters",
 ]
 
 Norm = Literal["batch", "instance", "none"]
@@ -425,3 +434,173 @@ class SPADEResBlock(nn.Module):
         out = self.conv0(F.leaky_relu(self.norm0(x, segmap), 0.2))
         out = self.conv1(F.leaky_relu(self.norm1(out, segmap), 0.2))
         return skip + out
+
+
+def split_adain_parameters(params: Tensor, sizes: Sequence[int]) -> list[Tensor]:
+    """Splits a row of concatenated AdaIN parameters (psi) into consecutive chunks of the given sizes.
+
+    Args:
+        params: (b, sum(sizes)).
+        sizes: the chunk widths, in order (e.g. each layer's ``num_parameters``).
+
+    Returns:
+        list of (b, size) views, one per entry of ``sizes``.
+
+    Raises:
+        ValueError: when the last axis of ``params`` is not sum(sizes).
+    """
+    total = sum(sizes)
+    if params.dim() != 2 or params.shape[-1] != total:
+        raise ValueError(f"expected AdaIN parameters of shape (b, {total}) (the sum of sizes {list(sizes)}), "
+                         f"got {tuple(params.shape)} with {params.shape[-1] if params.dim() else 0} parameters")
+    return list(torch.split(params, list(sizes), dim=-1))
+
+
+class AdaptiveInstanceNorm2d(nn.Module):
+    """AdaIN (Huang & Belongie 2017) with externally given parameters: IN(x) * (1 + gamma) + beta.
+
+    The parameters come from outside (FSTH's psi = P e, LPD's MLP) rather than from the layer. The scale is
+    ``1 + gamma`` rather than ``gamma`` so that all-zero parameters leave the instance-normalised features
+    unchanged (a neutral start for the projection / MLP that predicts them).
+
+    Args:
+        channels: channels c of x; the layer takes 2c parameters per sample.
+        eps: added to the variance in the instance normalisation.
+
+    Shapes: x (b, c, h, w), params (b or 1, 2c) = [gamma | beta] -> (b, c, h, w).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.channels = channels
+        self.num_parameters = 2 * channels
+        self.norm = nn.InstanceNorm2d(channels, eps=eps, affine=False)
+
+    def forward(self, x: Tensor, params: Tensor) -> Tensor:
+        """Args: x (b, c, h, w); params (b or 1, 2c), gamma first. Returns: (b, c, h, w)."""
+        assert_shape(x, "b c h w", c=self.channels)
+        assert_shape(params, (None, self.num_parameters))
+        if params.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"AdaIN parameters for {params.shape[0]} samples but a batch of {x.shape[0]}")
+        gamma, beta = rearrange(params, "b (two c) -> two b c 1 1", two=2)
+        return self.norm(x) * (1 + gamma) + beta
+
+
+class SelfAttention2d(nn.Module):
+    """SAGAN self-attention (Zhang et al. 2019): x + gamma * softmax(f(x)^T g(x)) h(x), gamma learned, starts at 0.
+
+    Query f and key g are 1x1 convs to c / reduction channels, value h a 1x1 conv to c channels (the SAGAN
+    paper's layout); the attention has no 1/sqrt(d) scaling, as in SAGAN. With gamma = 0 (its initial value) the
+    block is the identity.
+
+    Args:
+        channels: input and output channels c.
+        reduction: c / reduction channels for query and key.
+        spectral_norm: spectral normalisation of the three 1x1 convs.
+
+    Shapes: (b, c, h, w) -> (b, c, h, w); memory grows as (h w)^2 (use at <= 64 x 64).
+    """
+
+    def __init__(self, channels: int, reduction: int = 8, spectral_norm: bool = True) -> None:
+        super().__init__()
+        inner = max(channels // reduction, 1)
+        self.channels = channels
+        self.query = maybe_spectral_norm(nn.Conv2d(channels, inner, 1), spectral_norm)
+        self.key = maybe_spectral_norm(nn.Conv2d(channels, inner, 1), spectral_norm)
+        self.value = maybe_spectral_norm(nn.Conv2d(channels, channels, 1), spectral_norm)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x (b, c, h, w). Returns: (b, c, h, w)."""
+        _, _, h, w = x.shape
+        query, key, value = (rearrange(conv(x), "b c h w -> b 1 (h w) c") for conv in (self.query, self.key,
+                                                                                      self.value))
+        attended = F.scaled_dot_product_attention(query, key, value, scale=1.0)  # softmax over the h w keys
+        return x + self.gamma * rearrange(attended, "b 1 (h w) c -> b c h w", h=h, w=w)
+
+
+class ResBlockDown2d(nn.Module):
+    """BigGAN-style residual down-sampling block (FSTH 3.2 embedder E, generator encoder, discriminator V).
+
+    Main path: [norm ->] relu -> conv3x3 -> [norm ->] relu -> conv3x3 -> 2x2 average pooling. Skip: conv1x1 ->
+    2x2 average pooling when the channels change or the block downsamples, else the identity. Pooling is skipped on
+    both paths when ``downsample`` is False (FSTH's non-downsampling residual block of the discriminator).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        norm: normalisation before each relu ("instance" in the FSTH generator encoder, "none" in E and D).
+        spectral_norm: spectral normalisation of every conv.
+        downsample: halve h and w (2x2 average pooling).
+        preactivation: start with norm -> relu; False skips that first norm and relu, for the block that sees raw
+            images (normalising or rectifying pixels / sketches would discard information).
+
+    Shapes: (b, in, h, w) -> (b, out, h/2, w/2), or (b, out, h, w) when downsample is False.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, norm: Norm = "none", spectral_norm: bool = True,
+                 downsample: bool = True, preactivation: bool = True) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.preactivation, self.downsample = preactivation, downsample
+        self.norm1 = make_norm(norm, in_channels, 2) if preactivation else nn.Identity()
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(in_channels, out_channels, 3, padding=1), spectral_norm)
+        self.norm2 = make_norm(norm, out_channels, 2)
+        self.conv2 = maybe_spectral_norm(nn.Conv2d(out_channels, out_channels, 3, padding=1), spectral_norm)
+        self.skip = (
+            maybe_spectral_norm(nn.Conv2d(in_channels, out_channels, 1), spectral_norm)
+            if in_channels != out_channels or downsample
+            else nn.Identity()
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x (b, in, h, w). Returns: (b, out, h/2, w/2) (h, w when not downsampling)."""
+        out = self.norm1(x)
+        if self.preactivation:
+            out = F.relu(out)
+        out = self.conv2(F.relu(self.norm2(self.conv1(out))))
+        skip = self.skip(x)
+        if self.downsample:
+            out, skip = F.avg_pool2d(out, 2), F.avg_pool2d(skip, 2)
+        return out + skip
+
+
+class AdaINResBlock2d(nn.Module):
+    """Residual block with AdaIN and optional 2x nearest upsampling (FSTH 3.2 generator residual / up blocks; LPD G).
+
+    Main path: AdaIN(in) -> relu -> [2x up] -> conv3x3 -> AdaIN(out) -> relu -> conv3x3. Skip: [2x up] -> conv1x1
+    when the channels change, else [2x up] alone.
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        upsample: double h and w (nearest neighbour) on both paths.
+        spectral_norm: spectral normalisation of every conv.
+
+    Shapes: x (b, in, h, w), params (b or 1, num_adain_parameters) -> (b, out, 2h, 2w) (h, w without upsample).
+    ``num_adain_parameters`` = 2 in + 2 out: [gamma_1 | beta_1 | gamma_2 | beta_2], the first AdaIN's first.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, upsample: bool = False, spectral_norm: bool = True) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels, self.upsample = in_channels, out_channels, upsample
+        self.adain1 = AdaptiveInstanceNorm2d(in_channels)
+        self.conv1 = maybe_spectral_norm(nn.Conv2d(in_channels, out_channels, 3, padding=1), spectral_norm)
+        self.adain2 = AdaptiveInstanceNorm2d(out_channels)
+        self.conv2 = maybe_spectral_norm(nn.Conv2d(out_channels, out_channels, 3, padding=1), spectral_norm)
+        self.skip = (
+            maybe_spectral_norm(nn.Conv2d(in_channels, out_channels, 1), spectral_norm)
+            if in_channels != out_channels
+            else nn.Identity()
+        )
+        self.num_adain_parameters = self.adain1.num_parameters + self.adain2.num_parameters
+
+    def _resample(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, scale_factor=2.0, mode="nearest") if self.upsample else x
+
+    def forward(self, x: Tensor, params: Tensor) -> Tensor:
+        """Args: x (b, in, h, w); params (b or 1, num_adain_parameters). Returns: (b, out, 2h, 2w) or (b, out, h, w)."""
+        params1, params2 = split_adain_parameters(params, [self.adain1.num_parameters, self.adain2.num_parameters])
+        out = self.conv1(self._resample(F.relu(self.adain1(x, params1))))
+        out = self.conv2(F.relu(self.adain2(out, params2)))
+        return out + self.skip(self._resample(x))
