@@ -14,7 +14,7 @@ from PIL import Image
 from talkinghead.callbacks.samples import grid_image, head_of_batch, source_frames
 from talkinghead.datamodules.shard_format import encode_frames_mp4
 
-__all__ = ["ValidationMedia", "write_mp4"]
+__all__ = ["ValidationMedia", "PredictionVideo", "write_mp4"]
 
 
 def write_mp4(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 10.0) -> Path:
@@ -116,3 +116,42 @@ class ValidationMedia(L.Callback):
                 import wandb
 
                 logger.experiment.log({"val/animation": wandb.Video(str(video_path), format="mp4")})
+
+
+class PredictionVideo(L.Callback):
+    """Writes what ``talkinghead predict`` produced as mp4 files: driving | output side by side, per driving video.
+
+    Reads each predict step's ``{"driving": (b, 3, h, w), "prediction": (b, 3, h, w), "video": [ids]}`` in order and
+    writes ``<directory>/<video id>.mp4`` at the end (slashes in ids become "_"); the paths are printed and kept in
+    ``written``.
+
+    Args:
+        directory: output folder; None uses ``<trainer.default_root_dir>/predictions``.
+        fps: frame rate of the videos.
+    """
+
+    def __init__(self, directory: str | None = None, fps: float = 25.0) -> None:
+        self.directory, self.fps = directory, fps
+        self.frames: dict[str, list[np.ndarray]] = {}
+        self.written: list[Path] = []
+
+    def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.frames = {}
+
+    def on_predict_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                             batch_idx: int, dataloader_idx: int = 0) -> None:
+        driving, prediction = outputs["driving"], outputs["prediction"]
+        videos = outputs.get("video") or ["prediction"] * driving.shape[0]
+        rows = grid_image(driving, prediction)  # (b h, 2 w, 3)
+        for video, row in zip(videos, np.split(rows, driving.shape[0])):
+            self.frames.setdefault(str(video), []).append(row)
+
+    def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        folder = Path(self.directory or Path(trainer.default_root_dir) / "predictions")
+        folder.mkdir(parents=True, exist_ok=True)
+        for video, rows in self.frames.items():
+            path = write_mp4(folder / f"{video.replace('/', '_')}.mp4", np.stack(rows), fps=self.fps)
+            self.written.append(path)
+            print(f"wrote {path} ({len(rows)} frames: driving | output)")

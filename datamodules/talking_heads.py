@@ -424,18 +424,29 @@ class PersonDataModule(ShardDataModule):
 
     ``person_frames()`` returns the T frames as one batch with a ``references`` role (1, T, ...), which is what a
     fine-tuning stage initialises its person embedding from.
+
+    Prediction (``talkinghead predict``) streams one driving clip in frame order as ``driving`` items (frames,
+    landmarks, pose): the reenactment of the fine-tuned person by anyone's motion.
+
+    Args (prediction):
+        driving: shards holding the driving clip (preprocess a video with ``talkinghead preprocess`` first); None
+            uses ``shards``.
+        driving_clip: the clip's sample key, video id or identity in those shards; None takes the first clip.
+        driving_frames: at most this many frames of the clip; None for all.
     """
 
-    def __init__(self, *args: Any, identity: str | None = None, num_frames: int = 8, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, identity: str | None = None, num_frames: int = 8, driving: str | None = None,
+                 driving_clip: str | None = None, driving_frames: int | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
         self.identity, self.num_frames = identity, num_frames
+        self.driving, self.driving_clip, self.driving_frames = driving, driving_clip, driving_frames
         self.train_frames: Frames | None = None
         self.held_out: Frames | None = None
 
     def setup(self, stage: str | None = None) -> None:
-        if self.train_frames is not None:
+        if self.train_frames is not None or stage == "predict":
             return
         self.train_urls = expand_shards(self.shards)
         entries = [entry for url in self.train_urls for entry in read_index(url)]
@@ -502,3 +513,35 @@ class PersonDataModule(ShardDataModule):
             for i in range(self.held_out["image"].shape[0])
         ]
         return self._loader(items)
+
+    def driving_clip_frames(self) -> tuple[IndexEntry, Frames]:
+        """The driving clip chosen by ``driving`` / ``driving_clip``, all frames decoded (or the first
+        ``driving_frames``)."""
+        urls = expand_shards(self.driving if self.driving is not None else self.shards)
+        entries = [entry for url in urls for entry in read_index(url)]
+        wanted = self.driving_clip
+        matches = [entry for entry in entries if wanted in (None, entry.key, entry.video, entry.identity)]
+        if not matches:
+            known = sorted({entry.video for entry in entries})
+            raise ShardError(f"driving clip {wanted!r} is not in the driving shards (no sample key, video id or "
+                             f"identity matches); videos there include {known[:10]}: set "
+                             "--data.init_args.driving_clip to one of them")
+        entry = matches[0]
+        count = entry.num_frames if self.driving_frames is None else min(entry.num_frames, self.driving_frames)
+        for sample in iter_shard_samples(entry.shard):
+            if sample["__key__"] == entry.key:
+                return entry, ItemBuilder(self.image_size, self.augment).decode(sample, range(count))[1]
+        raise ShardError(f"sample {entry.key!r} is listed in the index of {entry.shard} but missing from the shard")
+
+    def predict_dataloader(self) -> DataLoader:
+        entry, frames = self.driving_clip_frames()
+        items = [
+            {
+                **role_fields(select(frames, i), "driving"),
+                "frame_index": torch.tensor([i], dtype=torch.int64),
+                "video": entry.video,
+                "identity": entry.identity,
+            }
+            for i in range(frames["image"].shape[0])
+        ]
+        return DataLoader(items, batch_size=self.batch_size, shuffle=False, num_workers=0)

@@ -1,0 +1,483 @@
+"""FSTH: few-shot adversarial learning of talking heads (Zakharov, Shysheya, Burkov, Lempitsky, ICCV 2019).
+
+Two stages, each its own ``talkinghead fit``:
+
+- :class:`FSTHModule`, meta-learning (section 3.2): for a video i, the embedder E turns K frames and their
+  landmark sketches into the video embedding e_i (mean over the K frames); the generator G draws the target frame
+  from its sketch with AdaIN parameters psi = P e_i; the projection discriminator scores (image, sketch) against
+  the video's column W_i. The target frame is never among the K.
+- :class:`FSTHFineTuneModule`, few-shot fine-tuning to a new person (section 3.3): psi' = P e_new and the
+  discriminator column w' = w_0 + e_new are computed once from the person's T frames, then G (with psi') and D
+  (with w') are trained on those frames. Afterwards the person is animated from any driving landmarks.
+
+Landmarks become images with :func:`talkinghead.sketch.draw_sketch` inside the module (on the GPU, at the batch's
+image size), so real and synthetic shards are treated alike.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
+from talkinghead.lightning.finetune import load_meta_module
+from talkinghead.losses import (
+    DiscriminatorHingeLoss,
+    EmbeddingMatchLoss,
+    FaceVGGLoss,
+    FeatureMatchingLoss,
+    GeneratorHingeLoss,
+    PerceptualPyramidLoss,
+)
+from talkinghead.metrics import psnr_per_image
+from talkinghead.sketch import draw_sketch
+
+__all__ = [
+    "FSTHModule",
+    "FSTHFineTuneModule",
+    "PersonalisedGenerator",
+    "PersonalisedDiscriminator",
+    "PAPER_LOSS_WEIGHTS",
+    "PAPER_FINETUNE_LOSS_WEIGHTS",
+]
+
+log = logging.getLogger(__name__)
+
+# Section 3.2: L_CNT = 1e-2 VGG19 + 2e-3 VGGFace, L_ADV = -D + 10 L_FM, L_MCH weight 80; hinge for D.
+PAPER_LOSS_WEIGHTS: dict[str, float] = {
+    "content_vgg19": 1e-2,
+    "content_vggface": 2e-3,  # computed only with face-VGG weights (face_vgg_weights)
+    "adversarial": 1.0,
+    "feature_matching": 10.0,
+    "embedding_match": 80.0,
+    "discriminator": 1.0,
+    # Not in the paper: pixel L1 to the target, off by default. Without downloadable VGG19 weights the content
+    # loss runs on random-init features; tiny configs turn it on so small models learn on a CPU budget.
+    "l1": 0.0,
+}
+
+# Section 3.3: fine-tuning keeps the content and adversarial losses and drops the embedding match.
+PAPER_FINETUNE_LOSS_WEIGHTS: dict[str, float] = {
+    name: weight for name, weight in PAPER_LOSS_WEIGHTS.items() if name != "embedding_match"
+}
+
+
+def sketches_of(landmarks: Tensor, size: int) -> Tensor:
+    """Landmark sketches (..., 3, size, size) of landmarks (..., 68, 2) in pixels of the batch's images."""
+    return draw_sketch(landmarks, size)
+
+
+class _FSTHStage(AdversarialModule):
+    """What both FSTH stages share: the content, adversarial and feature-matching terms and the hinge D loss.
+
+    Subclasses provide ``judge(image, sketch, batch)`` (the discriminator's output for image || sketch, conditioned
+    on the video or the person) and put ``prediction`` and ``sketch`` into the generator's outputs.
+    """
+
+    def _make_losses(self, content_vgg19: nn.Module, content_vggface: nn.Module | None) -> None:
+        self.content_vgg19 = content_vgg19
+        self.content_vggface = content_vggface
+        self.generator_hinge = GeneratorHingeLoss()
+        self.discriminator_hinge = DiscriminatorHingeLoss()
+        self.feature_matching = FeatureMatchingLoss()
+
+    def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        target, prediction, sketch = batch["driving"], outputs["prediction"], outputs["sketch"]
+        terms: dict[str, Tensor] = {}
+        if self.wants("l1"):
+            terms["l1"] = F.l1_loss(prediction, target)
+        if self.wants("content_vgg19"):
+            terms["content_vgg19"] = self.content_vgg19(prediction, target)
+        if self.wants("content_vggface") and self.content_vggface is not None:
+            terms["content_vggface"] = self.content_vggface(prediction, target)
+        if self.wants("adversarial") or self.wants("feature_matching"):
+            fake = self.judge(prediction, sketch, batch)
+            terms["adversarial"] = self.generator_hinge(fake)
+            terms["feature_matching"] = self.feature_matching(self.judge(target, sketch, batch), fake)
+        return {name: value for name, value in terms.items() if self.wants(name)}
+
+    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        real = self.judge(batch["driving"], outputs["sketch"], batch)
+        fake = self.judge(outputs["prediction"], outputs["sketch"], batch)
+        return {"discriminator": self.discriminator_hinge(real, fake)}
+
+    def reconstruct_batch(self, batch: Mapping[str, Any]) -> Tensor:
+        raise NotImplementedError
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        prediction, target = self.reconstruct_batch(batch), batch["driving"]
+        size = target.shape[0]
+        self.log("val/l1", F.l1_loss(prediction, target), batch_size=size, sync_dist=True, prog_bar=True)
+        self.log("val/psnr", psnr_per_image(prediction, target).mean(), batch_size=size, sync_dist=True)
+
+    @contextmanager
+    def evaluating(self) -> Iterator[nn.Module]:
+        """The inference networks (the EMA when kept) in eval mode, restored to their mode afterwards."""
+        networks = self.inference_networks()
+        was_training = networks.training
+        networks.eval()
+        try:
+            yield networks
+        finally:
+            networks.train(was_training)
+
+
+def _content_losses(
+    vgg_weights: str | None, face_vgg_weights: str | None, layer_weights: tuple[float, ...]
+) -> tuple[nn.Module, nn.Module | None]:
+    from talkinghead.networks.vgg import load_face_vgg, load_vgg19
+
+    # FSTH compares single-scale activations (VGG19 conv1, 6, 11, 20, 29: relu1_1 ... relu5_1) with L1.
+    vgg19 = PerceptualPyramidLoss(load_vgg19(vgg_weights), layer_weights=layer_weights, scales=(1.0,))
+    face = None if face_vgg_weights is None else FaceVGGLoss(load_face_vgg(face_vgg_weights), layer_weights)
+    return vgg19, face
+
+
+class FSTHModule(_FSTHStage):
+    """FSTH meta-learning (Zakharov et al. 2019, section 3.2): embedder E, generator G with P, projection D.
+
+    Args:
+        embedder: E, (frames, sketches) (b, k, 3, s, s) each -> video embedding (b, d), e.g.
+            :class:`~talkinghead.networks.fsth.Embedder`.
+        generator: G, (sketch (b, 3, s, s), psi) -> image in [0, 1], with ``adain_parameters(e)`` = P e, e.g.
+            :class:`~talkinghead.networks.fsth.FSTHGenerator`.
+        discriminator: D over image || sketch with one column per training video, e.g.
+            :class:`~talkinghead.networks.discriminators.ProjectionDiscriminator` with 6 input channels.
+        num_videos: columns of D's W; None sizes W from the training data (``FewShotDataModule.num_videos``) at
+            the start of fit and records the count here, so checkpoints rebuild without the data.
+        loss_weights: weight per term (the paper's by default); 0 disables a term.
+        vgg_weights: VGG19 weights for the content loss: a torchvision enum name ("IMAGENET1K_V1", from the torch
+            hub cache) or a local .pth file; None uses random-init features and says so once.
+        face_vgg_weights: local VGG-Face weights for the content loss's VGGFace term; None leaves it out.
+        content_layer_weights: weights of the VGG relu1_1 ... relu5_1 activations in the content loss.
+        generator_optimizer: optimizer for E, G and P (default Adam 5e-5, the paper's).
+        discriminator_optimizer: optimizer for D (default Adam 2e-4).
+        discriminator_steps: D updates per G update (2 in the paper).
+        ema_decay: decay of an EMA of E and G used for inference; None for none.
+    """
+
+    def __init__(
+        self,
+        embedder: nn.Module,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        num_videos: int | None = None,
+        loss_weights: dict[str, float] | None = None,
+        vgg_weights: str | None = None,
+        face_vgg_weights: str | None = None,
+        content_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0),
+        generator_optimizer: OptimizerCallable | None = None,
+        discriminator_optimizer: OptimizerCallable | None = None,
+        discriminator_steps: int = 2,
+        ema_decay: float | None = None,
+    ) -> None:
+        super().__init__(
+            loss_weights=PAPER_LOSS_WEIGHTS if loss_weights is None else {**PAPER_LOSS_WEIGHTS, **loss_weights},
+            generator_optimizer=generator_optimizer,
+            discriminator_optimizer=discriminator_optimizer,
+            discriminator_steps=discriminator_steps,
+            ema_decay=ema_decay,
+            default_lr=(5e-5, 2e-4),
+        )
+        self.check_loss_terms(PAPER_LOSS_WEIGHTS)
+        networks = ["embedder", "generator", "discriminator"]
+        self.save_hyperparameters(ignore=None if built_by_cli() else networks)
+        self.networks = nn.ModuleDict({"embedder": embedder, "generator": generator})
+        self.projection_discriminator = discriminator
+        if num_videos is not None:
+            discriminator.set_num_videos(num_videos)
+        self._make_losses(*_content_losses(vgg_weights, face_vgg_weights, content_layer_weights))
+        if face_vgg_weights is None and self.wants("content_vggface"):
+            log.warning("FSTH: no face-VGG weights (face_vgg_weights), so the content loss has no VGGFace term")
+        self.embedding_match = EmbeddingMatchLoss()
+
+    # -- sizing W from the data ----------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self._size_video_columns()
+        super().setup(stage)
+
+    def _size_video_columns(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        found = getattr(datamodule, "num_videos", None)
+        if found is None:
+            raise ValueError(
+                "FSTH meta-learning needs a FewShotDataModule (K reference frames + a target per video, with the "
+                f"video's index); got {type(datamodule).__name__}"
+            )
+        recorded = self.hparams.get("num_videos")
+        if recorded is not None and recorded != found:
+            raise ValueError(
+                f"this model's discriminator has {recorded} video columns but the training data has {found} videos: "
+                "meta-learning continues only on the data it started with"
+            )
+        if self.projection_discriminator.num_videos != found:
+            self.projection_discriminator.set_num_videos(found)
+        self.hparams["num_videos"] = found
+
+    # -- the adversarial hooks -----------------------------------------------------------------------------------
+
+    def generator_side(self) -> nn.Module:
+        return self.networks
+
+    def discriminator(self) -> nn.Module:
+        return self.projection_discriminator
+
+    @staticmethod
+    def video_embedding(networks: nn.Module, references: Tensor, landmarks: Tensor) -> Tensor:
+        """e_i = mean over the K frames of E(frame, sketch): (b, d) from references (b, k, 3, s, s), (b, k, 68, 2)."""
+        return networks["embedder"](references, sketches_of(landmarks, references.shape[-1]))
+
+    def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        target = batch["driving"]
+        if (batch["video_index"] < 0).any():
+            raise ValueError("a training batch holds a video outside the discriminator's columns (video_index -1)")
+        embedding = self.video_embedding(self.networks, batch["references"], batch["references_landmarks"])
+        sketch = sketches_of(batch["driving_landmarks"], target.shape[-1])
+        generator = self.networks["generator"]
+        prediction = generator(sketch, generator.adain_parameters(embedding))
+        return {"prediction": prediction, "sketch": sketch, "embedding": embedding}
+
+    def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.projection_discriminator(torch.cat([image, sketch], dim=1), video_index=batch["video_index"])
+
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+        terms = super().generator_losses(batch, outputs)
+        if self.wants("embedding_match"):
+            # L_MCH pulls e_i towards W_i; W_i itself is trained only by D's steps (the paper's alternation).
+            column = self.projection_discriminator.video_embeddings(batch["video_index"])
+            terms["embedding_match"] = self.embedding_match(outputs["embedding"], column.detach())
+        return terms
+
+    # -- inference -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct_batch(self, batch: Mapping[str, Any]) -> Tensor:
+        """The feed-forward result: ``batch["driving"]`` drawn from its landmarks with the references' embedding.
+
+        Args:
+            batch: ``references`` (b, k, 3, s, s), ``references_landmarks`` (b, k, 68, 2) and
+                ``driving_landmarks`` (b, 68, 2) (``driving`` itself is only read for its size when present).
+
+        Returns:
+            (b, 3, s, s) in [0, 1].
+        """
+        return self.reenact(batch["references"], batch["references_landmarks"], batch["driving_landmarks"])
+
+    @torch.no_grad()
+    def reenact(self, references: Tensor, references_landmarks: Tensor, driving_landmarks: Tensor,
+                chunk: int = 16) -> Tensor:
+        """Few-shot synthesis without fine-tuning: the person of the K references posed by each driving landmark set.
+
+        Args:
+            references: (k, 3, s, s) frames of one person, or (b, k, 3, s, s) one set per driving item.
+            references_landmarks: (k, 68, 2) or (b, k, 68, 2) their landmarks in pixels.
+            driving_landmarks: (t, 68, 2) landmarks to draw the person with.
+            chunk: frames synthesised per forward pass.
+
+        Returns:
+            (t, 3, s, s) in [0, 1].
+        """
+        with self.evaluating() as networks:
+            if references.dim() == 4:
+                references, references_landmarks = references[None], references_landmarks[None]
+            embedding = self.video_embedding(networks, references.to(self.device),
+                                             references_landmarks.to(self.device))
+            generator = networks["generator"]
+            psi = generator.adain_parameters(embedding)
+            size = references.shape[-1]
+            outputs = []
+            for start in range(0, driving_landmarks.shape[0], chunk):
+                landmarks = driving_landmarks[start:start + chunk].to(self.device)
+                params = psi if psi.shape[0] == 1 else psi[start:start + chunk]
+                outputs.append(generator(sketches_of(landmarks, size), params))
+            return torch.cat(outputs)
+
+
+class PersonalisedGenerator(nn.Module):
+    """G of FSTH 3.3 with its person-specific AdaIN parameters psi' as a trainable parameter.
+
+    Args:
+        generator: the meta-learned G, (sketch, psi) -> image.
+        num_adain_parameters: size of psi'.
+    """
+
+    def __init__(self, generator: nn.Module, num_adain_parameters: int) -> None:
+        super().__init__()
+        self.generator = generator
+        self.adain = nn.Parameter(torch.zeros(1, num_adain_parameters))  # psi', set from P e_new before training
+
+    def forward(self, sketch: Tensor) -> Tensor:
+        """(b, 3, s, s) sketch -> (b, 3, s, s) image of the person in [0, 1]."""
+        return self.generator(sketch, self.adain)
+
+
+class PersonalisedDiscriminator(nn.Module):
+    """D of FSTH 3.3 with the person's projection column w' (replacing W_i + w_0) as a trainable parameter.
+
+    Args:
+        discriminator: the meta-learned projection discriminator (V, w_0, b).
+        embedding_dim: size of w'.
+    """
+
+    def __init__(self, discriminator: nn.Module, embedding_dim: int) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+        self.column = nn.Parameter(torch.zeros(1, embedding_dim))  # w', set from w_0 + e_new before training
+
+    def forward(self, image: Tensor) -> dict[str, Any]:
+        """(b, 6, s, s) image || sketch -> {"features", "embedding", "logits" (b, 1)}."""
+        return self.discriminator(image, column=self.column)
+
+
+class FSTHFineTuneModule(_FSTHStage):
+    """FSTH few-shot fine-tuning to one new person (Zakharov et al. 2019, section 3.3).
+
+    At the start of fit, the T frames of the person (``PersonDataModule.person_frames()``) give
+    e_new = mean E(frame, sketch); then psi' = P e_new and w' = w_0 + e_new, and G (with psi') and D (V, w', b)
+    are trained on the person's frames with the content and adversarial losses. E and P are not trained.
+
+    Args:
+        init_from: the meta-learning checkpoint (:class:`FSTHModule`, from ``talkinghead fit``).
+        meta_config: the meta module's config (JSON); stored by this module itself so that its checkpoints
+            rebuild without ``init_from``. Leave it unset.
+        loss_weights: weight per term (the paper's meta-learning weights without the embedding match).
+        generator_optimizer: optimizer for G and psi' (default Adam 5e-5).
+        discriminator_optimizer: optimizer for D and w' (default Adam 2e-4).
+        discriminator_steps: D updates per G update.
+        ema_decay: decay of an EMA of G and psi' used for inference; None for none.
+
+    The content loss reuses the meta checkpoint's feature networks (the same VGG19 / VGGFace).
+    """
+
+    def __init__(
+        self,
+        init_from: str | None = None,
+        meta_config: str | None = None,
+        loss_weights: dict[str, float] | None = None,
+        generator_optimizer: OptimizerCallable | None = None,
+        discriminator_optimizer: OptimizerCallable | None = None,
+        discriminator_steps: int = 2,
+        ema_decay: float | None = None,
+    ) -> None:
+        weights = PAPER_FINETUNE_LOSS_WEIGHTS if loss_weights is None else {**PAPER_FINETUNE_LOSS_WEIGHTS,
+                                                                            **loss_weights}
+        super().__init__(
+            loss_weights=weights,
+            generator_optimizer=generator_optimizer,
+            discriminator_optimizer=discriminator_optimizer,
+            discriminator_steps=discriminator_steps,
+            ema_decay=ema_decay,
+            default_lr=(5e-5, 2e-4),
+        )
+        self.check_loss_terms(PAPER_FINETUNE_LOSS_WEIGHTS)
+        self.save_hyperparameters()
+        meta, config = load_meta_module(FSTHModule, init_from, meta_config)
+        self.hparams["meta_config"] = config
+        embedder, generator = meta.networks["embedder"], meta.networks["generator"]
+        discriminator = meta.projection_discriminator
+        # The training videos' columns W and w_0 play no part in fine-tuning: w' replaces W_i + w_0.
+        discriminator.set_num_videos(0)
+        discriminator.shared_column.requires_grad_(False)
+        # E only initialises the person: frozen, and in eval mode so spectral norm's power iteration stands still.
+        self.embedder = embedder.requires_grad_(False).eval()
+        self.person_generator = PersonalisedGenerator(generator, generator.num_adain_parameters)
+        self.person_discriminator = PersonalisedDiscriminator(discriminator, discriminator.shared_column.shape[-1])
+        self.register_buffer("initialised", torch.tensor(False))
+        self._make_losses(meta.content_vgg19, meta.content_vggface)
+
+    def train(self, mode: bool = True) -> FSTHFineTuneModule:
+        super().train(mode)
+        self.embedder.eval()
+        return self
+
+    # -- the person ----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def initialise_person(self, frames: Tensor, landmarks: Tensor) -> Tensor:
+        """Sets psi' = P e_new and w' = w_0 + e_new from the person's frames and returns e_new.
+
+        Args:
+            frames: (t, 3, s, s) or (1, t, 3, s, s) frames of the person in [0, 1].
+            landmarks: (t, 68, 2) or (1, t, 68, 2) their landmarks in pixels.
+
+        Returns:
+            e_new (1, d).
+        """
+        frames = frames.reshape(1, -1, *frames.shape[-3:]).to(self.device)
+        landmarks = landmarks.reshape(1, -1, 68, 2).to(self.device)
+        was_training = self.embedder.training
+        self.embedder.eval()
+        embedding = self.embedder(frames, sketches_of(landmarks, frames.shape[-1]))
+        self.embedder.train(was_training)
+        self.person_generator.adain.copy_(self.person_generator.generator.adain_parameters(embedding))
+        self.person_discriminator.column.copy_(self.person_discriminator.discriminator.shared_column + embedding)
+        self.initialised.fill_(True)
+        return embedding
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not bool(self.initialised):
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if not callable(getattr(datamodule, "person_frames", None)):
+                raise ValueError("FSTH fine-tuning needs a PersonDataModule (the T frames of the new person); got "
+                                 f"{type(datamodule).__name__}")
+            person = datamodule.person_frames()
+            self.initialise_person(person["references"], person["references_landmarks"])
+            log.info("FSTH fine-tuning: psi' and w' initialised from %d frames of %r",
+                     person["references"].shape[1], person.get("identity"))
+        super().setup(stage)
+
+    # -- the adversarial hooks -----------------------------------------------------------------------------------
+
+    def generator_side(self) -> nn.Module:
+        return self.person_generator
+
+    def discriminator(self) -> nn.Module:
+        return self.person_discriminator
+
+    def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        target = batch["driving"]
+        sketch = sketches_of(batch["driving_landmarks"], target.shape[-1])
+        return {"prediction": self.person_generator(sketch), "sketch": sketch}
+
+    def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
+        return self.person_discriminator(torch.cat([image, sketch], dim=1))
+
+    # -- inference -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def reconstruct_batch(self, batch: Mapping[str, Any]) -> Tensor:
+        """The person drawn with the landmarks of ``batch["driving"]``: (b, 3, s, s) in [0, 1]."""
+        return self.reenact(batch["driving_landmarks"], batch["driving"].shape[-1])
+
+    @torch.no_grad()
+    def reenact(self, driving_landmarks: Tensor, size: int, chunk: int = 16) -> Tensor:
+        """The fine-tuned person posed by each set of driving landmarks (any person's).
+
+        Args:
+            driving_landmarks: (t, 68, 2) in pixels of a size x size image.
+            size: side of the output images (the size the model was trained at).
+            chunk: frames synthesised per forward pass.
+
+        Returns:
+            (t, 3, size, size) in [0, 1].
+        """
+        with self.evaluating() as generator:
+            return torch.cat([generator(sketches_of(landmarks.to(self.device), size))
+                              for landmarks in driving_landmarks.split(chunk)])
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """The driving frames and the person reenacted by them, for a prediction writer."""
+        return {"driving": batch["driving"], "prediction": self.reconstruct_batch(batch),
+                "video": batch.get("video"), "frame_index": batch.get("frame_index")}
