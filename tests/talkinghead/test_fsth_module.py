@@ -1,0 +1,173 @@
+"""FSTH: meta-learning and fine-tuning through the real CLI, the fine-tuning initialisation, predict, and DDP."""
+
+import shutil
+import subprocess
+import sys
+from importlib import resources
+
+import av
+import pytest
+import torch
+
+from talkinghead.cli import TalkingHeadCLI
+from talkinghead.lightning.fsth import FSTHFineTuneModule, FSTHModule
+from talkinghead.sketch import draw_sketch
+
+CONFIGS = resources.files("talkinghead.lightning_configs") / "fsth"
+TINY_META, TINY_FINETUNE = str(CONFIGS / "tiny_meta.yaml"), str(CONFIGS / "tiny_finetune.yaml")
+QUIET = ["--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
+
+
+def meta_cli(shards, *extra):
+    return TalkingHeadCLI(args=["--config", TINY_META, f"--data.init_args.shards={shards}", *QUIET, *extra],
+                          run=False)
+
+
+def finetune_cli(meta_checkpoint, shards, *extra):
+    return TalkingHeadCLI(args=["--config", TINY_FINETUNE, f"--model.init_args.init_from={meta_checkpoint}",
+                                f"--data.init_args.shards={shards}", *QUIET, *extra], run=False)
+
+
+@pytest.fixture(scope="module")
+def meta_run(tmp_path_factory, synthetic_shards):
+    """One batch of tiny meta-learning through the CLI: (cli, checkpoint path)."""
+    root = tmp_path_factory.mktemp("fsth_meta")
+    cli = meta_cli(synthetic_shards, "--trainer.max_steps=3", f"--trainer.default_root_dir={root}")
+    cli.trainer.fit(cli.model, cli.datamodule)
+    return cli, next(root.glob("**/last.ckpt"))
+
+
+def test_target_frame_never_reaches_the_embedder(synthetic_shards):
+    cli = meta_cli(synthetic_shards)
+    cli.datamodule.setup("fit")
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    seen = []
+    embedder = cli.model.networks["embedder"]
+    handle = embedder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    cli.model.run_generator(batch)
+    handle.remove()
+    (frames,) = seen
+    assert frames.shape[1] == cli.datamodule.num_references
+    # No embedder frame is the target image: the target is only ever drawn from its landmarks.
+    differences = (frames - batch["driving"][:, None]).abs().flatten(2).amax(-1)  # (b, k)
+    assert (differences > 0).all()
+    references, target = batch["frame_index"][:, :-1], batch["frame_index"][:, -1:]
+    assert not (references == target).any()
+
+
+def test_meta_learning_sizes_w_from_the_data_and_reloads_without_config(meta_run, synthetic_shards):
+    cli, checkpoint = meta_run
+    videos = cli.datamodule.num_videos
+    assert videos == 12 and cli.model.projection_discriminator.num_videos == videos
+    assert cli.trainer.global_step == 3  # one batch: a G step and two D steps
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    assert state["hyper_parameters"]["num_videos"] == videos
+    reloaded = FSTHModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    assert reloaded.projection_discriminator.num_videos == videos
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    torch.testing.assert_close(cli.model.reconstruct_batch(batch), reloaded.reconstruct_batch(batch))
+    fresh = meta_cli(synthetic_shards).model
+    assert not torch.equal(fresh.reconstruct_batch(batch), reloaded.reconstruct_batch(batch))  # weights restored
+
+
+def test_meta_learning_refuses_data_without_video_columns(tmp_path, synthetic_shards):
+    cli = meta_cli(synthetic_shards, "--trainer.max_steps=3", f"--trainer.default_root_dir={tmp_path}",
+                   "--model.init_args.num_videos=5")
+    with pytest.raises(ValueError, match="5 video columns but the training data has 12 videos"):
+        cli.trainer.fit(cli.model, cli.datamodule)
+
+
+def test_finetuning_initialisation_is_p_e_new_and_w0_plus_e_new_exactly(meta_run, synthetic_shards):
+    _, checkpoint = meta_run
+    cli = finetune_cli(checkpoint, synthetic_shards, "--data.init_args.num_frames=3")
+    person = cli.datamodule.person_frames()
+    frames, landmarks = person["references"], person["references_landmarks"]
+    assert frames.shape[:2] == (1, 3)
+    e_new = cli.model.initialise_person(frames, landmarks)
+
+    meta = FSTHModule.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    expected = meta.networks["embedder"](frames, draw_sketch(landmarks, frames.shape[-1]))
+    assert torch.equal(e_new, expected)
+    assert torch.equal(cli.model.person_generator.adain, meta.networks["generator"].projection(expected))
+    assert torch.equal(cli.model.person_discriminator.column,
+                       meta.projection_discriminator.shared_column + expected)
+    assert bool(cli.model.initialised)
+
+
+def test_finetuning_fit_freezes_e_reloads_alone_and_predicts_an_mp4(meta_run, synthetic_shards, tmp_path):
+    _, meta_checkpoint = meta_run
+    meta_copy = tmp_path / "meta.ckpt"
+    shutil.copy(meta_checkpoint, meta_copy)
+    cli = finetune_cli(meta_copy, synthetic_shards, "--trainer.max_steps=3", f"--trainer.default_root_dir={tmp_path}")
+    embedder_before = {k: v.clone() for k, v in cli.model.embedder.state_dict().items()}
+    generator_before = {k: v.clone() for k, v in cli.model.person_generator.state_dict().items()}
+    cli.trainer.fit(cli.model, cli.datamodule)
+    model = cli.model
+    assert bool(model.initialised)
+    for name, value in model.embedder.state_dict().items():  # E only initialises the person
+        assert torch.equal(value, embedder_before[name]), name
+    changed = [name for name, value in model.person_generator.state_dict().items()
+               if not torch.equal(value, generator_before[name])]
+    assert "adain" in changed and any(name.startswith("generator.") for name in changed)
+    assert not model.discriminator().discriminator.shared_column.requires_grad
+
+    # The fine-tuned checkpoint carries the meta architecture: it reloads with the meta checkpoint gone.
+    checkpoint = next(tmp_path.glob("**/last.ckpt"))
+    meta_copy.unlink()
+    reloaded = FSTHFineTuneModule.load_from_checkpoint(checkpoint, map_location="cpu")
+    landmarks = cli.datamodule.person_frames()["references_landmarks"][0]
+    torch.testing.assert_close(model.reenact(landmarks, 64), reloaded.reenact(landmarks, 64))
+
+    # predict reenacts the person with another person's clip and writes driving | output as an mp4.
+    out = tmp_path / "predict"
+    result = subprocess.run(
+        [sys.executable, "-m", "talkinghead", "predict", "--config", TINY_FINETUNE, f"--ckpt_path={checkpoint}",
+         f"--data.init_args.shards={synthetic_shards}", f"--data.init_args.driving={synthetic_shards}",
+         "--data.init_args.driving_clip=synth-00003-v001", f"--trainer.default_root_dir={out}", *QUIET],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    (video,) = (out / "predictions").glob("*.mp4")
+    with av.open(str(video)) as container:
+        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(decoded) == 12 and decoded[0].shape == (64, 128, 3)
+
+
+def test_finetuning_refuses_a_missing_or_foreign_checkpoint(tmp_path):
+    with pytest.raises(FileNotFoundError, match="init_from checkpoint not found"):
+        FSTHFineTuneModule(init_from=str(tmp_path / "missing.ckpt"))
+    torch.save({"state_dict": {}, "hyper_parameters": {"_class_path": "talkinghead.lightning.osfv.OSFVModule"}},
+               tmp_path / "osfv.ckpt")
+    with pytest.raises(ValueError, match="fine-tuning needs a FSTHModule"):
+        FSTHFineTuneModule(init_from=str(tmp_path / "osfv.ckpt"))
+    with pytest.raises(ValueError, match="init_from META.ckpt"):
+        FSTHFineTuneModule()
+
+
+def test_paper_scale_configs_instantiate(meta_run, synthetic_shards):
+    cpu = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
+           "--trainer.precision=32-true", "--trainer.logger=false"]
+    cli = TalkingHeadCLI(args=["--config", str(CONFIGS / "meta_vox256.yaml"), f"--data.init_args.shards={synthetic_shards}",
+                               *cpu], run=False)
+    assert isinstance(cli.model, FSTHModule) and cli.model.loss_weights["embedding_match"] == 80
+    assert cli.model.networks["generator"].num_adain_parameters == 13120
+    _, checkpoint = meta_run
+    cli = TalkingHeadCLI(args=["--config", str(CONFIGS / "finetune_vox256.yaml"), f"--model.init_args.init_from={checkpoint}",
+                               f"--data.init_args.shards={synthetic_shards}", *cpu], run=False)
+    assert isinstance(cli.model, FSTHFineTuneModule) and "embedding_match" not in cli.model.loss_weights
+
+
+@pytest.mark.slow
+def test_two_process_cpu_ddp_meta_learning_through_the_cli(tmp_path, synthetic_shards):
+    """`talkinghead fit` with strategy ddp on 2 CPU processes: both ranks size W alike and train in step."""
+    result = subprocess.run(
+        [sys.executable, "-m", "talkinghead", "fit", "--config", TINY_META,
+         f"--data.init_args.shards={synthetic_shards}", "--trainer.devices=2",
+         "--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.max_steps=6",
+         f"--trainer.default_root_dir={tmp_path}", *QUIET],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "distributed_backend=gloo" in result.stderr + result.stdout
+    state = torch.load(next(tmp_path.glob("**/last.ckpt")), map_location="cpu", weights_only=False)
+    assert state["global_step"] == 6 and state["hyper_parameters"]["num_videos"] == 12
