@@ -17,7 +17,8 @@ step adds 2, so ``max_steps`` counts optimizer steps, not batches.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import lightning as L
@@ -57,7 +58,10 @@ class AdversarialModule(L.LightningModule):
     """A GAN LightningModule with manual optimisation of a generator side and a discriminator.
 
     Args:
-        loss_weights: weight of each loss term by name; terms missing here are errors, weight 0 disables a term.
+        loss_weights: weight of each loss term by name; weight 0 disables a term. With ``default_loss_weights``
+            these override the defaults; without, every term must be named here.
+        default_loss_weights: every term the subclass knows with its default (paper) weight; unknown names in
+            ``loss_weights`` are then errors (typos would otherwise silently do nothing).
         generator_optimizer: builds the generator side's optimizer from its parameters (None: Adam with
             ``default_lr``/``default_betas``).
         discriminator_optimizer: the same for the discriminator.
@@ -69,19 +73,22 @@ class AdversarialModule(L.LightningModule):
 
     def __init__(
         self,
-        loss_weights: Mapping[str, float],
+        loss_weights: Mapping[str, float] | None,
         generator_optimizer: OptimizerCallable | None = None,
         discriminator_optimizer: OptimizerCallable | None = None,
         discriminator_steps: int = 1,
         ema_decay: float | None = None,
         default_lr: tuple[float, float] = (2e-4, 2e-4),
         default_betas: tuple[float, float] = (0.5, 0.999),
+        default_loss_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         if discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be at least 1, got {discriminator_steps}")
-        self.loss_weights = dict(loss_weights)
+        self.loss_weights = {**(default_loss_weights or {}), **(loss_weights or {})}
+        if default_loss_weights is not None:
+            self.check_loss_terms(default_loss_weights)
         self.discriminator_steps = discriminator_steps
         self.ema_decay = ema_decay
         self.generator_optimizer = generator_optimizer or _adam(default_lr[0], default_betas)
@@ -149,6 +156,17 @@ class AdversarialModule(L.LightningModule):
     def inference_networks(self) -> nn.Module:
         """The generator side used for inference: its EMA when one is kept, else the trained networks."""
         return self.generator_side() if self.generator_ema is None else self.generator_ema.module
+
+    @contextmanager
+    def evaluating(self) -> Iterator[nn.Module]:
+        """The inference networks in eval mode (BatchNorm statistics, fixed spectral norms), restored after."""
+        networks = self.inference_networks()
+        was_training = networks.training
+        networks.eval()
+        try:
+            yield networks
+        finally:
+            networks.train(was_training)
 
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         self.toggle_optimizer(optimizer)

@@ -17,8 +17,7 @@ image size), so real and synthetic shards are treated alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -120,17 +119,6 @@ class _FSTHStage(AdversarialModule):
         self.log("val/l1", F.l1_loss(prediction, target), batch_size=size, sync_dist=True, prog_bar=True)
         self.log("val/psnr", psnr_per_image(prediction, target).mean(), batch_size=size, sync_dist=True)
 
-    @contextmanager
-    def evaluating(self) -> Iterator[nn.Module]:
-        """The inference networks (the EMA when kept) in eval mode, restored to their mode afterwards."""
-        networks = self.inference_networks()
-        was_training = networks.training
-        networks.eval()
-        try:
-            yield networks
-        finally:
-            networks.train(was_training)
-
 
 def _content_losses(
     vgg_weights: str | None, face_vgg_weights: str | None, layer_weights: tuple[float, ...]
@@ -182,14 +170,14 @@ class FSTHModule(_FSTHStage):
         ema_decay: float | None = None,
     ) -> None:
         super().__init__(
-            loss_weights=PAPER_LOSS_WEIGHTS if loss_weights is None else {**PAPER_LOSS_WEIGHTS, **loss_weights},
+            loss_weights=loss_weights,
             generator_optimizer=generator_optimizer,
             discriminator_optimizer=discriminator_optimizer,
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
             default_lr=(5e-5, 2e-4),
+            default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
-        self.check_loss_terms(PAPER_LOSS_WEIGHTS)
         networks = ["embedder", "generator", "discriminator"]
         self.save_hyperparameters(ignore=None if built_by_cli() else networks)
         self.networks = nn.ModuleDict({"embedder": embedder, "generator": generator})
@@ -371,17 +359,15 @@ class FSTHFineTuneModule(_FSTHStage):
         discriminator_steps: int = 2,
         ema_decay: float | None = None,
     ) -> None:
-        weights = PAPER_FINETUNE_LOSS_WEIGHTS if loss_weights is None else {**PAPER_FINETUNE_LOSS_WEIGHTS,
-                                                                            **loss_weights}
         super().__init__(
-            loss_weights=weights,
+            loss_weights=loss_weights,
             generator_optimizer=generator_optimizer,
             discriminator_optimizer=discriminator_optimizer,
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
             default_lr=(5e-5, 2e-4),
+            default_loss_weights=PAPER_FINETUNE_LOSS_WEIGHTS,
         )
-        self.check_loss_terms(PAPER_FINETUNE_LOSS_WEIGHTS)
         self.save_hyperparameters()
         meta, config = load_meta_module(FSTHModule, init_from, meta_config)
         self.hparams["meta_config"] = config

@@ -10,8 +10,7 @@ t_u re-pose the head: R_d <- R_u R_d, t_d <- t_u + t_d (free view).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -130,12 +129,12 @@ class OSFVModule(AdversarialModule):
         ema_decay: float | None = None,
     ) -> None:
         super().__init__(
-            loss_weights=PAPER_LOSS_WEIGHTS if loss_weights is None else {**PAPER_LOSS_WEIGHTS, **loss_weights},
+            loss_weights=loss_weights,
             generator_optimizer=generator_optimizer,
             discriminator_optimizer=discriminator_optimizer,
             ema_decay=ema_decay,
+            default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
-        self.check_loss_terms(PAPER_LOSS_WEIGHTS)
         networks = ["appearance", "canonical_keypoints", "head_pose", "motion", "generator", "discriminator"]
         self.save_hyperparameters(ignore=None if built_by_cli() else networks)
         self.networks = nn.ModuleDict(
@@ -260,17 +259,6 @@ class OSFVModule(AdversarialModule):
         self.log("val/psnr", psnr(prediction, driving), batch_size=size, sync_dist=True)
         self.log("val/copy_source/l1", F.l1_loss(source, driving), batch_size=size, sync_dist=True)
         self.log("val/copy_source/psnr", psnr(source, driving), batch_size=size, sync_dist=True)
-
-    @contextmanager
-    def evaluating(self) -> Iterator[nn.Module]:
-        """The inference networks in eval mode (BatchNorm running statistics), restored to their mode after."""
-        networks = self.inference_networks()
-        was_training = networks.training
-        networks.eval()
-        try:
-            yield networks
-        finally:
-            networks.train(was_training)
 
     def reconstruct_batch(self, batch: Mapping[str, Any]) -> Tensor:
         """The callbacks' view of the model: ``reconstruct(batch["source"], batch["driving"])``."""
