@@ -135,3 +135,33 @@ def test_tiny_osfv_fit_logs_metrics_and_media_to_offline_wandb(tmp_path, synthet
     assert len(run_dirs) == 1
     assert list(run_dirs[0].glob("images/val/samples_*.png"))
     assert list(run_dirs[0].glob("videos/val/animation_*.mp4"))
+
+
+def test_metrics_and_media_read_few_shot_batches_through_reconstruct_batch(tmp_path):
+    """FSTH/LPD validation batches hold references and a target, no source: the first reference is the baseline."""
+    g = torch.Generator().manual_seed(3)
+    batch = {"references": torch.rand(4, 2, 3, 16, 16, generator=g), "driving": torch.rand(4, 3, 16, 16, generator=g),
+             "driving_landmarks": torch.rand(4, 68, 2, generator=g) * 16, "video": ["a", "b", "c", "d"]}
+    logged = run_validation(ValidationMetrics(), Copier(), [batch])
+    assert logged["val/l1"] == 0
+    expected = (batch["references"][:, 0] - batch["driving"]).abs().mean()
+    assert logged["val/copy_source/l1"] == pytest.approx(float(expected), rel=1e-5)
+
+    seen = []
+
+    class Recorder(Copier):
+        def reconstruct_batch(self, batch):
+            seen.append(batch)
+            return batch["driving"].clone()
+
+    media = ValidationMedia(max_images=2, max_frames=3, directory=str(tmp_path))
+    trainer = SimpleNamespace(sanity_checking=False, current_epoch=0, is_global_zero=True, loggers=[])
+    media.on_validation_batch_end(trainer, Recorder(), None, batch, 0)
+    media.on_validation_epoch_end(trainer, Recorder())
+    grid_batch, video_batch = seen
+    assert grid_batch["references"].shape[0] == 2
+    # The video drives the first item's references with every kept item's landmarks.
+    assert torch.equal(video_batch["references"], batch["references"][:1].expand(3, -1, -1, -1, -1))
+    assert torch.equal(video_batch["driving_landmarks"], batch["driving_landmarks"][:3])
+    with av.open(str(tmp_path / "epoch=000.mp4")) as container:
+        assert len(list(container.decode(video=0))) == 3
