@@ -133,9 +133,14 @@ class AdversarialModule(L.LightningModule):
     def weighted_sum(self, terms: Mapping[str, Tensor]) -> Tensor:
         return sum(self.loss_weights[name] * value for name, value in terms.items())
 
+    def generator_parameters(self) -> Iterable[nn.Parameter]:
+        """What the generator optimizer trains: the generator side, plus whatever a subclass's generator-step
+        terms are meant to move besides (FSTH's W under the embedding match)."""
+        return self.generator_side().parameters()
+
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return [
-            self.generator_optimizer(self.generator_side().parameters()),
+            self.generator_optimizer(self.generator_parameters()),
             self.discriminator_optimizer(self.discriminator().parameters()),
         ]
 

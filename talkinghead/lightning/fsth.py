@@ -17,7 +17,7 @@ image size), so real and synthetic shards are treated alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -90,6 +90,10 @@ class _FSTHStage(AdversarialModule):
     def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def judge_for_generator(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """D's output as the generator's terms see it (by default the same as ``judge``)."""
+        return self.judge(image, sketch, batch)
+
     def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
         target, prediction, sketch = batch["driving"], outputs["prediction"], outputs["sketch"]
         terms: dict[str, Tensor] = {}
@@ -100,9 +104,9 @@ class _FSTHStage(AdversarialModule):
         if self.wants("content_vggface") and self.content_vggface is not None:
             terms["content_vggface"] = self.content_vggface(prediction, target)
         if self.wants("adversarial") or self.wants("feature_matching"):
-            fake = self.judge(prediction, sketch, batch)
+            fake = self.judge_for_generator(prediction, sketch, batch)
             terms["adversarial"] = self.generator_hinge(fake)
-            terms["feature_matching"] = self.feature_matching(self.judge(target, sketch, batch), fake)
+            terms["feature_matching"] = self.feature_matching(self.judge_for_generator(target, sketch, batch), fake)
         return {name: value for name, value in terms.items() if self.wants(name)}
 
     def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -240,12 +244,25 @@ class FSTHModule(_FSTHStage):
     def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
         return self.projection_discriminator(torch.cat([image, sketch], dim=1), video_index=batch["video_index"])
 
+    def judge_for_generator(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
+        # W is in the generator optimizer for L_MCH only: the adversarial terms must not move D's columns towards
+        # the fakes, so they see W_i + w_0 as a constant.
+        discriminator = self.projection_discriminator
+        column = discriminator.video_embeddings(batch["video_index"]) + discriminator.shared_column
+        return discriminator(torch.cat([image, sketch], dim=1), column=column.detach())
+
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        # L_MCH(phi, W) is minimised over both the embedder and W (section 3.2): W_i is pulled towards e_i in the
+        # generator step as e_i is towards W_i. With W fixed there, a target near W's small initial values drove
+        # the ReLU'd, sum-pooled e to exactly 0 for every video within a few hundred tiny steps (dead embedder).
+        yield from self.networks.parameters()
+        yield self.projection_discriminator.video_embeddings.weight
+
     def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
         terms = super().generator_losses(batch, outputs)
         if self.wants("embedding_match"):
-            # L_MCH pulls e_i towards W_i; W_i itself is trained only by D's steps (the paper's alternation).
             column = self.projection_discriminator.video_embeddings(batch["video_index"])
-            terms["embedding_match"] = self.embedding_match(outputs["embedding"], column.detach())
+            terms["embedding_match"] = self.embedding_match(outputs["embedding"], column)
         return terms
 
     # -- inference -----------------------------------------------------------------------------------------------

@@ -55,6 +55,23 @@ def test_target_frame_never_reaches_the_embedder(synthetic_shards):
     assert not (references == target).any()
 
 
+def test_generator_step_moves_w_only_through_the_embedding_match(synthetic_shards):
+    """L_MCH(phi, W) trains W_i towards e_i in the generator step; the adversarial terms there leave W alone."""
+    cli = meta_cli(synthetic_shards)
+    model, data = cli.model, cli.datamodule
+    data.setup("fit")
+    model.projection_discriminator.set_num_videos(data.num_videos)
+    weight = model.projection_discriminator.video_embeddings.weight
+    assert any(parameter is weight for parameter in model.generator_parameters())
+    batch = next(iter(data.train_dataloader()))
+    terms = model.generator_losses(batch, model.run_generator(batch))
+    assert {"adversarial", "feature_matching", "embedding_match"} <= set(terms)
+    (total,) = torch.autograd.grad(model.weighted_sum(terms), weight, retain_graph=True)
+    (match,) = torch.autograd.grad(model.loss_weights["embedding_match"] * terms["embedding_match"], weight)
+    assert match.abs().sum() > 0
+    torch.testing.assert_close(total, match)
+
+
 def test_meta_learning_sizes_w_from_the_data_and_reloads_without_config(meta_run, synthetic_shards):
     cli, checkpoint = meta_run
     videos = cli.datamodule.num_videos
