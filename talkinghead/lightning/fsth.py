@@ -239,6 +239,9 @@ class FSTHModule(_FSTHStage):
         sketch = sketches_of(batch["driving_landmarks"], target.shape[-1])
         generator = self.networks["generator"]
         prediction = generator(sketch, generator.adain_parameters(embedding))
+        # Watched because e can collapse: ReLU'd and sum-pooled, it reaches exactly 0 for every video when the
+        # embedding match wins early (measured on tiny runs), and then G ignores the references.
+        self.log("train/e_abs_mean", embedding.detach().abs().mean(), batch_size=target.shape[0])
         return {"prediction": prediction, "sketch": sketch, "embedding": embedding}
 
     def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:

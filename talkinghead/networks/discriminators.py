@@ -215,6 +215,7 @@ class ProjectionDiscriminator(nn.Module):
         self_attention_resolution: output size (px) of the down block followed by self-attention; None for none.
         image_size: input height and width.
         spectral_norm: spectral normalisation of every conv of V (W, w_0, b are plain parameters).
+        embedding_init_std: standard deviation of the initial W and w_0.
 
     Shapes: image (b, in_channels, s, s) and video_index (b,) or column (b or 1, embedding_dim) ->
     {"features": [maps], "embedding": (b, embedding_dim), "logits": (b, 1)}.
@@ -232,13 +233,15 @@ class ProjectionDiscriminator(nn.Module):
         self_attention_resolution: int | None = 32,  # self-attention at 32 x 32 (FSTH 3.2)
         image_size: int = 256,  # 256 x 256 frames
         spectral_norm: bool = True,  # spectral norm on every conv
+        embedding_init_std: float = 0.02,  # W and w_0 start ~ N(0, std^2)
     ) -> None:
         super().__init__()
         self.in_channels, self.embedding_dim = in_channels, embedding_dim
+        self.embedding_init_std = embedding_init_std
         self.trunk = _ResidualEmbeddingTrunk(in_channels, block_expansion, max_features, num_down_blocks,
                                              num_res_blocks, embedding_dim, self_attention_resolution, image_size,
                                              spectral_norm)
-        self.shared_column = nn.Parameter(torch.randn(embedding_dim) * 0.02)  # w_0
+        self.shared_column = nn.Parameter(torch.randn(embedding_dim) * embedding_init_std)  # w_0
         self.bias = nn.Parameter(torch.zeros(()))  # b
         self.video_embeddings = self._new_embeddings(num_videos)  # W
         self._register_load_state_dict_pre_hook(self._resize_embeddings_for_checkpoint)
@@ -248,7 +251,7 @@ class ProjectionDiscriminator(nn.Module):
             raise ValueError(f"num_videos must be >= 0, got {num_videos}")
         embeddings = nn.Embedding(num_videos, self.embedding_dim, device=self.shared_column.device,
                                   dtype=self.shared_column.dtype)
-        nn.init.normal_(embeddings.weight, std=0.02)
+        nn.init.normal_(embeddings.weight, std=self.embedding_init_std)
         return embeddings
 
     @property
