@@ -15,7 +15,6 @@ Scores that cannot be computed are strings "n/a (reason)". Faces the detector mi
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from talkinghead.lightning.adversarial import class_from_path
 from talkinghead.metrics import (
     AED,
     AKD,
@@ -63,7 +63,8 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file has no hyper_parameters["_class_path"] (not written by the talkinghead CLI).
+        ValueError: the file has no hyper_parameters["_class_path"] (not written by the talkinghead CLI), or names
+            a class that does not exist.
     """
     path = Path(checkpoint)
     if not path.is_file():
@@ -73,8 +74,9 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
     if not class_path:
         raise ValueError(f"not a talkinghead checkpoint: {path} has no hyper_parameters['_class_path'] "
                          f"(write checkpoints with `talkinghead fit`)")
-    module_name, _, class_name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module_name), class_name)
+    cls = class_from_path(class_path)
+    if cls is None:
+        raise ValueError(f"{path} names {class_path}, which this talkinghead version does not have")
     model = cls.load_from_checkpoint(path, map_location=torch.device(device))
     return model.to(device).eval()
 

@@ -17,6 +17,7 @@ step adds 2, so ``max_steps`` counts optimizer steps, not batches.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -27,7 +28,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-__all__ = ["AdversarialModule", "built_by_cli"]
+__all__ = ["AdversarialModule", "built_by_cli", "class_from_path"]
 
 
 def _adam(lr: float, betas: tuple[float, float]) -> OptimizerCallable:
@@ -47,6 +48,12 @@ def built_by_cli() -> bool:
     from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters  # no public accessor
 
     return _given_hyperparameters.get() is not None
+
+
+def class_from_path(class_path: str) -> type | None:
+    """The class a ``_class_path`` hyper-parameter names ("package.module.Class"), or None when it has no such class."""
+    module_name, _, class_name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name, None)
 
 
 def detach_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:

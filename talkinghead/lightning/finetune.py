@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 import lightning as L
 import torch
 
+from talkinghead.lightning.adversarial import class_from_path
+
 __all__ = ["load_meta_module"]
 
 ModuleT = TypeVar("ModuleT", bound=L.LightningModule)
@@ -32,10 +34,7 @@ def _build(expected: type[ModuleT], config: dict[str, Any], where: str) -> Modul
             f"{where} holds no '_class_path' in its hyper-parameters: it was not written by `talkinghead fit`, so "
             f"its networks cannot be rebuilt; meta-learn with `talkinghead fit --config ...` first"
         )
-    module_name, _, class_name = class_path.rpartition(".")
-    import importlib
-
-    cls = getattr(importlib.import_module(module_name), class_name, None)
+    cls = class_from_path(class_path)
     if cls is None or not (isinstance(cls, type) and issubclass(cls, expected)):
         raise ValueError(f"{where} is a {class_path} checkpoint; fine-tuning needs a {expected.__name__} one")
     return instantiate_module(expected, config)

@@ -68,11 +68,6 @@ PAPER_FINETUNE_LOSS_WEIGHTS: dict[str, float] = {
 }
 
 
-def sketches_of(landmarks: Tensor, size: int) -> Tensor:
-    """Landmark sketches (..., 3, size, size) of landmarks (..., 68, 2) in pixels of the batch's images."""
-    return draw_sketch(landmarks, size)
-
-
 class _FSTHStage(AdversarialModule):
     """What both FSTH stages share: the content, adversarial and feature-matching terms and the hinge D loss.
 
@@ -229,14 +224,14 @@ class FSTHModule(_FSTHStage):
     @staticmethod
     def video_embedding(networks: nn.Module, references: Tensor, landmarks: Tensor) -> Tensor:
         """e_i = mean over the K frames of E(frame, sketch): (b, d) from references (b, k, 3, s, s), (b, k, 68, 2)."""
-        return networks["embedder"](references, sketches_of(landmarks, references.shape[-1]))
+        return networks["embedder"](references, draw_sketch(landmarks, references.shape[-1]))
 
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         target = batch["driving"]
         if (batch["video_index"] < 0).any():
             raise ValueError("a training batch holds a video outside the discriminator's columns (video_index -1)")
         embedding = self.video_embedding(self.networks, batch["references"], batch["references_landmarks"])
-        sketch = sketches_of(batch["driving_landmarks"], target.shape[-1])
+        sketch = draw_sketch(batch["driving_landmarks"], target.shape[-1])
         generator = self.networks["generator"]
         prediction = generator(sketch, generator.adain_parameters(embedding))
         # Watched because e can collapse: ReLU'd and sum-pooled, it reaches exactly 0 for every video when the
@@ -309,7 +304,7 @@ class FSTHModule(_FSTHStage):
             for start in range(0, driving_landmarks.shape[0], chunk):
                 landmarks = driving_landmarks[start:start + chunk].to(self.device)
                 params = psi if psi.shape[0] == 1 else psi[start:start + chunk]
-                outputs.append(generator(sketches_of(landmarks, size), params))
+                outputs.append(generator(draw_sketch(landmarks, size), params))
             return torch.cat(outputs)
 
 
@@ -423,10 +418,7 @@ class FSTHFineTuneModule(_FSTHStage):
         """
         frames = frames.reshape(1, -1, *frames.shape[-3:]).to(self.device)
         landmarks = landmarks.reshape(1, -1, 68, 2).to(self.device)
-        was_training = self.embedder.training
-        self.embedder.eval()
-        embedding = self.embedder(frames, sketches_of(landmarks, frames.shape[-1]))
-        self.embedder.train(was_training)
+        embedding = self.embedder(frames, draw_sketch(landmarks, frames.shape[-1]))  # E is always in eval mode
         self.person_generator.adain.copy_(self.person_generator.generator.adain_parameters(embedding))
         self.person_discriminator.column.copy_(self.person_discriminator.discriminator.shared_column + embedding)
         self.initialised.fill_(True)
@@ -454,7 +446,7 @@ class FSTHFineTuneModule(_FSTHStage):
 
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         target = batch["driving"]
-        sketch = sketches_of(batch["driving_landmarks"], target.shape[-1])
+        sketch = draw_sketch(batch["driving_landmarks"], target.shape[-1])
         return {"prediction": self.person_generator(sketch), "sketch": sketch}
 
     def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -480,7 +472,7 @@ class FSTHFineTuneModule(_FSTHStage):
             (t, 3, size, size) in [0, 1].
         """
         with self.evaluating() as generator:
-            return torch.cat([generator(sketches_of(landmarks.to(self.device), size))
+            return torch.cat([generator(draw_sketch(landmarks.to(self.device), size))
                               for landmarks in driving_landmarks.split(chunk)])
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
