@@ -38,7 +38,7 @@ from .shard_format import (
     read_index,
     sample_num_frames,
 )
-from .transforms import Augment, ColorJitter, Frames, clip_to_frames, select
+from .transforms import Augment, ColorJitter, Frames, clip_to_frames, remove_background, select
 
 __all__ = ["ShardDataModule", "PairsDataModule", "FewShotDataModule", "PersonDataModule"]
 
@@ -157,14 +157,16 @@ class ItemBuilder:
     Args:
         image_size: side of the images in the items.
         augment: training augmentation.
+        remove_background: multiply each frame by its foreground mask where the shard stores one.
     """
 
-    def __init__(self, image_size: int, augment: Augment) -> None:
-        self.image_size, self.augment = image_size, augment
+    def __init__(self, image_size: int, augment: Augment, remove_background: bool = False) -> None:
+        self.image_size, self.augment, self.remove_background = image_size, augment, remove_background
 
     def decode(self, sample: Sample, frame_indices: Sequence[int]) -> tuple[Clip, Frames]:
         clip = decode_clip(sample, frame_indices)
-        return clip, clip_to_frames(clip, self.image_size)
+        frames = clip_to_frames(clip, self.image_size)
+        return clip, remove_background(frames) if self.remove_background else frames
 
     @staticmethod
     def provenance(sample: Sample, clip: Clip, frame_indices: Sequence[int]) -> dict[str, Any]:
@@ -198,6 +200,8 @@ class ShardDataModule(L.LightningDataModule):
         color_jitter: colour jitter of training items, the same for all frames of an item; None for none.
         seed: seed of the sampling of shards, frames and augmentations.
         skip_corrupt: log and skip unreadable shards or samples during training instead of stopping.
+        remove_background: black out the background of every frame (image x foreground mask) where the shard
+            stores masks, as LPD trains on segmented frames; frames without a mask are left whole.
     """
 
     def __init__(
@@ -214,6 +218,7 @@ class ShardDataModule(L.LightningDataModule):
         color_jitter: ColorJitter | None = None,
         seed: int = 0,
         skip_corrupt: bool = False,
+        remove_background: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -222,6 +227,7 @@ class ShardDataModule(L.LightningDataModule):
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.samples_per_epoch, self.val_samples = samples_per_epoch, val_samples
         self.shuffle_buffer, self.seed, self.skip_corrupt = shuffle_buffer, seed, skip_corrupt
+        self.remove_background = remove_background
         self.augment = Augment(flip_probability=flip_probability, color=color_jitter)
         self.train_urls: list[str] = []
         self.val_items: Dataset | None = None
@@ -318,7 +324,7 @@ class PairsDataModule(ShardDataModule):
     """(source, driving) pairs from one clip, for OSFV. Validation: frame 0 drives from a fixed other frame."""
 
     def items(self) -> PairItems:
-        return PairItems(self.image_size, self.augment)
+        return PairItems(self.image_size, self.augment, self.remove_background)
 
 
 class FewShotDataModule(ShardDataModule):
@@ -355,14 +361,16 @@ class FewShotDataModule(ShardDataModule):
         return len(self.video_to_index)
 
     def items(self) -> FewShotItems:
-        return FewShotItems(self.image_size, self.augment, self.num_references, self.video_to_index)
+        return FewShotItems(self.image_size, self.augment, self.num_references, self.video_to_index,
+                            remove_background=self.remove_background)
 
 
 class FewShotItems(ItemBuilder):
     """K references + 1 distinct driving frame of one clip, with the video's index (-1 for unknown videos)."""
 
-    def __init__(self, image_size: int, augment: Augment, num_references: int, video_to_index: dict[str, int]):
-        super().__init__(image_size, augment)
+    def __init__(self, image_size: int, augment: Augment, num_references: int, video_to_index: dict[str, int],
+                 remove_background: bool = False):
+        super().__init__(image_size, augment, remove_background)
         self.num_references, self.video_to_index = num_references, video_to_index
 
     def _indices(self, num_frames: int, rng: random.Random) -> list[int]:
@@ -481,7 +489,7 @@ class PersonDataModule(ShardDataModule):
         for entry, frame in wanted:
             by_clip.setdefault((entry.shard, entry.key), []).append(frame)
         decoded: dict[tuple[str, str], Frames] = {}
-        builder = ItemBuilder(self.image_size, self.augment)
+        builder = ItemBuilder(self.image_size, self.augment, self.remove_background)
         for url in dict.fromkeys(shard for shard, _ in by_clip):
             for sample in iter_shard_samples(url):
                 indices = by_clip.get((url, sample["__key__"]))
@@ -530,7 +538,8 @@ class PersonDataModule(ShardDataModule):
         count = entry.num_frames if self.driving_frames is None else min(entry.num_frames, self.driving_frames)
         for sample in iter_shard_samples(entry.shard):
             if sample["__key__"] == entry.key:
-                return entry, ItemBuilder(self.image_size, self.augment).decode(sample, range(count))[1]
+                builder = ItemBuilder(self.image_size, self.augment, self.remove_background)
+                return entry, builder.decode(sample, range(count))[1]
         raise ShardError(f"sample {entry.key!r} is listed in the index of {entry.shard} but missing from the shard")
 
     def predict_dataloader(self) -> DataLoader:

@@ -17,7 +17,7 @@ from talkinghead.landmarks import FLIP_PERMUTATION
 
 from .shard_format import Clip
 
-__all__ = ["Frames", "clip_to_frames", "hflip", "ColorJitter", "Augment", "select"]
+__all__ = ["Frames", "clip_to_frames", "hflip", "ColorJitter", "Augment", "select", "remove_background"]
 
 
 class Frames(TypedDict):
@@ -49,6 +49,16 @@ def clip_to_frames(clip: Clip, image_size: int) -> Frames:
         landmarks = (landmarks + 0.5) * scale - 0.5
     pose = torch.full((num, 6), math.nan) if clip.pose is None else torch.from_numpy(clip.pose.astype(np.float32))
     return Frames(image=image, landmarks=landmarks, pose=pose, mask=mask)
+
+
+def remove_background(frames: Frames) -> Frames:
+    """Frames with the background blacked out (image x mask); frames whose mask is unknown (NaN) stay whole."""
+    known = frames["mask"].flatten(1).isfinite().all(1)
+    if not known.any():
+        return frames
+    image = frames["image"].clone()
+    image[known] = image[known] * frames["mask"][known]
+    return Frames(**{**frames, "image": image})
 
 
 def hflip(frames: Frames) -> Frames:

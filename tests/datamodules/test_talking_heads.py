@@ -161,3 +161,30 @@ def test_shards_from_an_fsspec_url(random_shards):
     (batch, _) = batches(data.train_dataloader())
     assert all(s.startswith("memory://bucket/shards/") for s in batch["sample"])
     assert sum(b["driving"].shape[0] for b in batches(data.val_dataloader())) == 3
+
+
+def test_remove_background_blacks_out_where_masks_are_stored(random_shards, tmp_path, random_clip):
+    from talkinghead.datamodules.shard_format import ShardWriter
+
+    kept = dict(shards=str(random_shards), val_shards=str(random_shards), image_size=SIZE, batch_size=4,
+                num_workers=0, val_samples=4, num_references=2)
+    whole, segmented = FewShotDataModule(**kept), FewShotDataModule(**kept, remove_background=True)
+    for data in (whole, segmented):
+        data.setup("fit")
+    for plain, cut in zip(batches(whole.val_dataloader()), batches(segmented.val_dataloader())):
+        mask = plain["driving_mask"]
+        assert mask.isfinite().all() and (mask == 0).any() and (mask == 1).any()
+        torch.testing.assert_close(cut["driving"], plain["driving"] * mask)
+        torch.testing.assert_close(cut["references"], plain["references"] * plain["references_mask"])
+        assert (plain["driving"][mask.expand_as(plain["driving"]) == 0] > 0).any()  # there was a background
+
+    # Clips without masks stay whole.
+    with ShardWriter(tmp_path, codec="npy") as writer:
+        writer.write(random_clip(0, num_frames=4, mask=False), "no-mask")
+    maskless = dict(kept, shards=str(tmp_path), val_shards=str(tmp_path))
+    whole, segmented = FewShotDataModule(**maskless), FewShotDataModule(**maskless, remove_background=True)
+    for data in (whole, segmented):
+        data.setup("fit")
+    plain, cut = batches(whole.val_dataloader())[0], batches(segmented.val_dataloader())[0]
+    assert plain["driving_mask"].isnan().all()
+    torch.testing.assert_close(cut["driving"], plain["driving"])
