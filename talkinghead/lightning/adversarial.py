@@ -24,16 +24,19 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from talkinghead.metrics import psnr_per_image
+
 __all__ = ["AdversarialModule", "built_by_cli", "class_from_path"]
 
 
-def _adam(lr: float, betas: tuple[float, float]) -> OptimizerCallable:
+def _default_optimizer(kind: type[torch.optim.Optimizer], lr: float, betas: tuple[float, float]) -> OptimizerCallable:
     def build(parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        return torch.optim.Adam(parameters, lr=lr, betas=betas)
+        return kind(parameters, lr=lr, betas=betas)
 
     return build
 
@@ -70,12 +73,13 @@ class AdversarialModule(L.LightningModule):
         default_loss_weights: every term the subclass knows with its default (paper) weight; unknown names in
             ``loss_weights`` are then errors (typos would otherwise silently do nothing).
         generator_optimizer: builds the generator side's optimizer from its parameters (None: Adam with
-            ``default_lr``/``default_betas``).
+            ``default_optimizer``, ``default_lr``, ``default_betas``).
         discriminator_optimizer: the same for the discriminator.
         discriminator_steps: discriminator updates per generator update.
         ema_decay: decay of an exponential moving average of the generator side used for inference; None for none.
-        default_lr: (generator, discriminator) learning rates of the default Adam optimizers.
-        default_betas: betas of the default Adam optimizers.
+        default_lr: (generator, discriminator) learning rates of the default optimizers.
+        default_betas: betas of the default optimizers.
+        default_optimizer: the class of both default optimizers (Adam; LPD fine-tuning uses RAdam).
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class AdversarialModule(L.LightningModule):
         default_lr: tuple[float, float] = (2e-4, 2e-4),
         default_betas: tuple[float, float] = (0.5, 0.999),
         default_loss_weights: Mapping[str, float] | None = None,
+        default_optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -98,8 +103,10 @@ class AdversarialModule(L.LightningModule):
             self.check_loss_terms(default_loss_weights)
         self.discriminator_steps = discriminator_steps
         self.ema_decay = ema_decay
-        self.generator_optimizer = generator_optimizer or _adam(default_lr[0], default_betas)
-        self.discriminator_optimizer = discriminator_optimizer or _adam(default_lr[1], default_betas)
+        self.generator_optimizer = generator_optimizer or _default_optimizer(default_optimizer, default_lr[0],
+                                                                             default_betas)
+        self.discriminator_optimizer = discriminator_optimizer or _default_optimizer(default_optimizer, default_lr[1],
+                                                                                     default_betas)
         self.generator_ema: AveragedModel | None = None
 
     # -- what subclasses provide ---------------------------------------------------------------------------------
@@ -179,6 +186,21 @@ class AdversarialModule(L.LightningModule):
             yield networks
         finally:
             networks.train(was_training)
+
+    def reconstruct_batch(self, batch: Mapping[str, Any]) -> Tensor:
+        """The model's re-synthesis of ``batch["driving"]`` (b, 3, s, s) from the rest of the batch."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        prediction, target = self.reconstruct_batch(batch), batch["driving"]
+        size = target.shape[0]
+        self.log("val/l1", F.l1_loss(prediction, target), batch_size=size, sync_dist=True, prog_bar=True)
+        self.log("val/psnr", psnr_per_image(prediction, target).mean(), batch_size=size, sync_dist=True)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        """The driving frames and ``reconstruct_batch`` of them, for a prediction writer (``PredictionVideo``)."""
+        return {"driving": batch["driving"], "prediction": self.reconstruct_batch(batch),
+                "video": batch.get("video"), "frame_index": batch.get("frame_index")}
 
     def _step(self, optimizer: Any, loss: Tensor) -> None:
         self.toggle_optimizer(optimizer)

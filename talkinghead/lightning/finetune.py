@@ -1,4 +1,11 @@
-"""Starting a fine-tuning stage (FSTH, LPD) from a meta-learning checkpoint.
+"""Meta-learning and fine-tuning stages (FSTH, LPD): what both models' two stages share.
+
+- :func:`size_video_columns`: the meta-learning stage sizes its projection discriminator's W from the data.
+- :func:`load_meta_module`: a fine-tuning stage starts from a meta-learning checkpoint.
+- :func:`person_frames_for`: a fine-tuning stage initialises its person from the T frames of the datamodule.
+- :class:`PersonalisedDiscriminator`: the fine-tuning discriminator with the new person's projection column.
+
+Starting a fine-tuning stage:
 
 A fine-tuning module takes ``init_from`` (the meta-learned checkpoint written by ``talkinghead fit``) and rebuilds
 the meta-learning module from the checkpoint's stored config, weights included. It keeps that config in its own
@@ -16,10 +23,11 @@ from typing import Any, TypeVar
 
 import lightning as L
 import torch
+from torch import Tensor, nn
 
 from talkinghead.lightning.adversarial import class_from_path
 
-__all__ = ["load_meta_module"]
+__all__ = ["load_meta_module", "person_frames_for", "size_video_columns", "PersonalisedDiscriminator"]
 
 ModuleT = TypeVar("ModuleT", bound=L.LightningModule)
 
@@ -87,3 +95,68 @@ def load_meta_module(
     if averaged:
         module.generator_side().load_state_dict(averaged)
     return module, json.dumps(config)
+
+
+def size_video_columns(module: L.LightningModule, discriminator: nn.Module, stage: str) -> None:
+    """Sizes a projection discriminator's W (one column per training video) from the trainer's datamodule.
+
+    The count is recorded in ``module.hparams["num_videos"]``, so checkpoints rebuild W without the data; a run
+    resumed on data with another count is refused.
+
+    Args:
+        module: the meta-learning module, attached to a trainer whose datamodule has ``num_videos``.
+        discriminator: its :class:`~talkinghead.networks.discriminators.ProjectionDiscriminator`.
+        stage: the stage's name for error messages, e.g. "FSTH meta-learning".
+
+    Raises:
+        ValueError: the datamodule has no ``num_videos`` (not a FewShotDataModule), or the count differs from the
+            recorded one.
+    """
+    datamodule = getattr(module.trainer, "datamodule", None)
+    found = getattr(datamodule, "num_videos", None)
+    if found is None:
+        raise ValueError(
+            f"{stage} needs a FewShotDataModule (K reference frames + a target per video, with the video's index); "
+            f"got {type(datamodule).__name__}"
+        )
+    recorded = module.hparams.get("num_videos")
+    if recorded is not None and recorded != found:
+        raise ValueError(
+            f"this model's discriminator has {recorded} video columns but the training data has {found} videos: "
+            "meta-learning continues only on the data it started with"
+        )
+    if discriminator.num_videos != found:
+        discriminator.set_num_videos(found)
+    module.hparams["num_videos"] = found
+
+
+class PersonalisedDiscriminator(nn.Module):
+    """A meta-learned projection discriminator with the new person's column w' (replacing W_i + w_0) as a
+    trainable parameter (FSTH 3.3; LPD fine-tuning likewise).
+
+    Args:
+        discriminator: the meta-learned projection discriminator (V, w_0, b).
+        embedding_dim: size of w'.
+    """
+
+    def __init__(self, discriminator: nn.Module, embedding_dim: int) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+        self.column = nn.Parameter(torch.zeros(1, embedding_dim))  # w', set from w_0 + e_new before training
+
+    def forward(self, image: Tensor) -> dict[str, Any]:
+        """(b, c, s, s) image (FSTH: image || sketch) -> {"features", "embedding", "logits" (b, 1)}."""
+        return self.discriminator(image, column=self.column)
+
+
+def person_frames_for(module: L.LightningModule, stage: str) -> dict[str, Any]:
+    """The new person's T frames (``PersonDataModule.person_frames()``: a batch of one with ``references``).
+
+    Raises:
+        ValueError: the trainer's datamodule is not a PersonDataModule.
+    """
+    datamodule = getattr(module.trainer, "datamodule", None)
+    if not callable(getattr(datamodule, "person_frames", None)):
+        raise ValueError(f"{stage} needs a PersonDataModule (the T frames of the new person); got "
+                         f"{type(datamodule).__name__}")
+    return datamodule.person_frames()

@@ -26,7 +26,12 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
-from talkinghead.lightning.finetune import load_meta_module
+from talkinghead.lightning.finetune import (
+    PersonalisedDiscriminator,
+    load_meta_module,
+    person_frames_for,
+    size_video_columns,
+)
 from talkinghead.losses import (
     DiscriminatorHingeLoss,
     EmbeddingMatchLoss,
@@ -35,7 +40,6 @@ from talkinghead.losses import (
     GeneratorHingeLoss,
     PerceptualPyramidLoss,
 )
-from talkinghead.metrics import psnr_per_image
 from talkinghead.sketch import draw_sketch
 
 __all__ = [
@@ -109,14 +113,6 @@ class _FSTHStage(AdversarialModule):
         fake = self.judge(outputs["prediction"], outputs["sketch"], batch)
         return {"discriminator": self.discriminator_hinge(real, fake)}
 
-    def reconstruct_batch(self, batch: Mapping[str, Any]) -> Tensor:
-        raise NotImplementedError
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        prediction, target = self.reconstruct_batch(batch), batch["driving"]
-        size = target.shape[0]
-        self.log("val/l1", F.l1_loss(prediction, target), batch_size=size, sync_dist=True, prog_bar=True)
-        self.log("val/psnr", psnr_per_image(prediction, target).mean(), batch_size=size, sync_dist=True)
 
 
 def _content_losses(
@@ -192,26 +188,8 @@ class FSTHModule(_FSTHStage):
 
     def setup(self, stage: str) -> None:
         if stage == "fit":
-            self._size_video_columns()
+            size_video_columns(self, self.projection_discriminator, "FSTH meta-learning")
         super().setup(stage)
-
-    def _size_video_columns(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        found = getattr(datamodule, "num_videos", None)
-        if found is None:
-            raise ValueError(
-                "FSTH meta-learning needs a FewShotDataModule (K reference frames + a target per video, with the "
-                f"video's index); got {type(datamodule).__name__}"
-            )
-        recorded = self.hparams.get("num_videos")
-        if recorded is not None and recorded != found:
-            raise ValueError(
-                f"this model's discriminator has {recorded} video columns but the training data has {found} videos: "
-                "meta-learning continues only on the data it started with"
-            )
-        if self.projection_discriminator.num_videos != found:
-            self.projection_discriminator.set_num_videos(found)
-        self.hparams["num_videos"] = found
 
     # -- the adversarial hooks -----------------------------------------------------------------------------------
 
@@ -245,9 +223,8 @@ class FSTHModule(_FSTHStage):
     def judge_for_generator(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
         # W is in the generator optimizer for L_MCH only: the adversarial terms must not move D's columns towards
         # the fakes, so they see W_i + w_0 as a constant.
-        discriminator = self.projection_discriminator
-        column = discriminator.video_embeddings(batch["video_index"]) + discriminator.shared_column
-        return discriminator(torch.cat([image, sketch], dim=1), column=column.detach())
+        column = self.projection_discriminator.video_column(batch["video_index"]).detach()
+        return self.projection_discriminator(torch.cat([image, sketch], dim=1), column=column)
 
     def generator_parameters(self) -> Iterator[nn.Parameter]:
         # L_MCH(phi, W) is minimised over both the embedder and W (section 3.2): W_i is pulled towards e_i in the
@@ -324,24 +301,6 @@ class PersonalisedGenerator(nn.Module):
     def forward(self, sketch: Tensor) -> Tensor:
         """(b, 3, s, s) sketch -> (b, 3, s, s) image of the person in [0, 1]."""
         return self.generator(sketch, self.adain)
-
-
-class PersonalisedDiscriminator(nn.Module):
-    """D of FSTH 3.3 with the person's projection column w' (replacing W_i + w_0) as a trainable parameter.
-
-    Args:
-        discriminator: the meta-learned projection discriminator (V, w_0, b).
-        embedding_dim: size of w'.
-    """
-
-    def __init__(self, discriminator: nn.Module, embedding_dim: int) -> None:
-        super().__init__()
-        self.discriminator = discriminator
-        self.column = nn.Parameter(torch.zeros(1, embedding_dim))  # w', set from w_0 + e_new before training
-
-    def forward(self, image: Tensor) -> dict[str, Any]:
-        """(b, 6, s, s) image || sketch -> {"features", "embedding", "logits" (b, 1)}."""
-        return self.discriminator(image, column=self.column)
 
 
 class FSTHFineTuneModule(_FSTHStage):
@@ -426,11 +385,7 @@ class FSTHFineTuneModule(_FSTHStage):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and not bool(self.initialised):
-            datamodule = getattr(self.trainer, "datamodule", None)
-            if not callable(getattr(datamodule, "person_frames", None)):
-                raise ValueError("FSTH fine-tuning needs a PersonDataModule (the T frames of the new person); got "
-                                 f"{type(datamodule).__name__}")
-            person = datamodule.person_frames()
+            person = person_frames_for(self, "FSTH fine-tuning")
             self.initialise_person(person["references"], person["references_landmarks"])
             log.info("FSTH fine-tuning: psi' and w' initialised from %d frames of %r",
                      person["references"].shape[1], person.get("identity"))
@@ -474,8 +429,3 @@ class FSTHFineTuneModule(_FSTHStage):
         with self.evaluating() as generator:
             return torch.cat([generator(draw_sketch(landmarks.to(self.device), size))
                               for landmarks in driving_landmarks.split(chunk)])
-
-    def predict_step(self, batch: Mapping[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        """The driving frames and the person reenacted by them, for a prediction writer."""
-        return {"driving": batch["driving"], "prediction": self.reconstruct_batch(batch),
-                "video": batch.get("video"), "frame_index": batch.get("frame_index")}

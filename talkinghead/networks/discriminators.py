@@ -269,6 +269,10 @@ class ProjectionDiscriminator(nn.Module):
         if weight is not None and weight.shape[0] != self.num_videos:
             self.set_num_videos(weight.shape[0])
 
+    def video_column(self, video_index: Tensor) -> Tensor:
+        """W_i + w_0 for each index: (b,) -> (b, embedding_dim)."""
+        return self.video_embeddings(video_index) + self.shared_column
+
     def forward(self, image: Tensor, video_index: Tensor | None = None,
                 column: Tensor | None = None) -> dict[str, Any]:
         """Realism score of each image against one projection column.
@@ -300,7 +304,7 @@ class ProjectionDiscriminator(nn.Module):
                 raise ValueError(f"video_index {int(bad[0])} out of range for a discriminator with "
                                  f"{self.num_videos} video columns; size it from the training data "
                                  "(num_videos / set_num_videos)")
-            column = self.video_embeddings(video_index) + self.shared_column
+            column = self.video_column(video_index)
         else:
             assert_shape(column, (None, self.embedding_dim))
             if column.shape[0] not in (1, image.shape[0]):
