@@ -4,6 +4,7 @@ from talkinghead.losses.adversarial import DiscriminatorHingeLoss, FeatureMatchi
 from talkinghead.losses.embedding import EmbeddingMatchLoss
 from talkinghead.losses.equivariance import EquivarianceLoss, WarpTransform
 from talkinghead.losses.head_pose import HeadPoseLoss, Hopenet, load_hopenet
+from talkinghead.losses.mask import DiceLoss
 from talkinghead.losses.perceptual import FaceVGGLoss, PerceptualPyramidLoss
 from talkinghead.losses.priors import DeformationPriorLoss, KeypointPriorLoss
 
@@ -14,6 +15,7 @@ __all__ = [
     "DiscriminatorHingeLoss",
     "FeatureMatchingLoss",
     "EmbeddingMatchLoss",
+    "DiceLoss",
     "EquivarianceLoss",
     "WarpTransform",
     "KeypointPriorLoss",

@@ -6,6 +6,7 @@ from talkinghead.networks.discriminators import (
     ProjectionDiscriminator,
 )
 from talkinghead.networks.fsth import Embedder, FSTHGenerator
+from talkinghead.networks.lpd import IdentityEncoder, LPDGenerator, PoseEncoder
 from talkinghead.networks.osfv import (
     AppearanceFeatureExtractor,
     CanonicalKeypointDetector,
@@ -21,10 +22,13 @@ __all__ = [
     "Embedder",
     "FSTHGenerator",
     "HeadPoseExpressionEstimator",
+    "IdentityEncoder",
+    "LPDGenerator",
     "MotionFieldEstimator",
     "MultiScalePatchDiscriminator",
     "OSFVGenerator",
     "PatchDiscriminator",
+    "PoseEncoder",
     "ProjectionDiscriminator",
     "SPADEGenerator",
 ]
