@@ -175,6 +175,9 @@ def test_finetuning_freezes_the_encoders_reloads_alone_and_predicts_an_mp4(meta_
     before = {role: {k: v.clone() for k, v in encoder.state_dict().items()} for role, encoder in encoders.items()}
     assert any("running_mean" in name for name in before["pose"])
     generator_before = {k: v.clone() for k, v in model.person_generator.state_dict().items()}
+    # Lightning keeps each submodule's mode at fit start; model.train(), as any caller may do, must not wake the
+    # encoders' batch norm.
+    model.train()
     cli.trainer.fit(model, cli.datamodule)
     assert cli.trainer.global_step == 6 and bool(model.initialised)
     for role, encoder in encoders.items():  # weights and batch-norm statistics alike
