@@ -1,6 +1,8 @@
 """Meta-learning and fine-tuning stages (FSTH, LPD): what both models' two stages share.
 
-- :func:`size_video_columns`: the meta-learning stage sizes its projection discriminator's W from the data.
+- :class:`VideoColumnsMetaLearning`: a meta-learning stage whose projection discriminator has one column W_i per
+  training video, sized from the data (:func:`size_video_columns`) and trained by an embedding match in the
+  generator step too.
 - :func:`load_meta_module`: a fine-tuning stage starts from a meta-learning checkpoint.
 - :func:`person_frames_for`: a fine-tuning stage initialises its person from the T frames of the datamodule.
 - :class:`PersonalisedDiscriminator`: the fine-tuning discriminator with the new person's projection column.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 import lightning as L
@@ -27,7 +30,8 @@ from torch import Tensor, nn
 
 from talkinghead.lightning.adversarial import class_from_path
 
-__all__ = ["load_meta_module", "person_frames_for", "size_video_columns", "PersonalisedDiscriminator"]
+__all__ = ["load_meta_module", "person_frames_for", "size_video_columns", "VideoColumnsMetaLearning",
+           "PersonalisedDiscriminator"]
 
 ModuleT = TypeVar("ModuleT", bound=L.LightningModule)
 
@@ -128,6 +132,44 @@ def size_video_columns(module: L.LightningModule, discriminator: nn.Module, stag
     if discriminator.num_videos != found:
         discriminator.set_num_videos(found)
     module.hparams["num_videos"] = found
+
+
+class VideoColumnsMetaLearning:
+    """Mixin for the meta-learning stages of FSTH and LPD (put it before the AdversarialModule subclass).
+
+    The generator side is ``self.networks`` and the discriminator ``self.projection_discriminator``, whose W has
+    one column per training video: sized from the data at the start of fit, and trained both by D and, in the
+    generator step, by the embedding match that pulls W_i and the embedder's output together (FSTH's
+    L_MCH(phi, W)). The adversarial terms of the generator step must see W as a constant: ``fixed_video_column``.
+    Subclasses set ``stage_name`` (for error messages).
+    """
+
+    stage_name = "meta-learning"
+    networks: nn.ModuleDict
+    projection_discriminator: nn.Module
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            size_video_columns(self, self.projection_discriminator, self.stage_name)
+        super().setup(stage)
+
+    def generator_side(self) -> nn.Module:
+        return self.networks
+
+    def discriminator(self) -> nn.Module:
+        return self.projection_discriminator
+
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        # L_MCH(phi, W) is minimised over both the embedder and W (FSTH 3.2): W_i is pulled towards e_i in the
+        # generator step as e_i is towards W_i. With W fixed there, a target near W's small initial values drove
+        # FSTH's ReLU'd, sum-pooled e to exactly 0 for every video within a few hundred tiny steps (dead embedder).
+        yield from self.networks.parameters()
+        yield self.projection_discriminator.video_embeddings.weight
+
+    def fixed_video_column(self, batch: Mapping[str, Any]) -> Tensor:
+        """W_i + w_0 of each item's video, detached: (b, d). The generator step's adversarial terms use it, so
+        they never move D's columns towards the fakes."""
+        return self.projection_discriminator.video_column(batch["video_index"]).detach()
 
 
 class PersonalisedDiscriminator(nn.Module):

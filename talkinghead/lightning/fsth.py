@@ -17,7 +17,7 @@ image size), so real and synthetic shards are treated alike.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -28,9 +28,9 @@ from torch import Tensor, nn
 from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
 from talkinghead.lightning.finetune import (
     PersonalisedDiscriminator,
+    VideoColumnsMetaLearning,
     load_meta_module,
     person_frames_for,
-    size_video_columns,
 )
 from talkinghead.losses import (
     DiscriminatorHingeLoss,
@@ -126,7 +126,7 @@ def _content_losses(
     return vgg19, face
 
 
-class FSTHModule(_FSTHStage):
+class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
     """FSTH meta-learning (Zakharov et al. 2019, section 3.2): embedder E, generator G with P, projection D.
 
     Args:
@@ -148,6 +148,8 @@ class FSTHModule(_FSTHStage):
         discriminator_steps: D updates per G update (2 in the paper).
         ema_decay: decay of an EMA of E and G used for inference; None for none.
     """
+
+    stage_name = "FSTH meta-learning"
 
     def __init__(
         self,
@@ -184,20 +186,7 @@ class FSTHModule(_FSTHStage):
             log.warning("FSTH: no face-VGG weights (face_vgg_weights), so the content loss has no VGGFace term")
         self.embedding_match = EmbeddingMatchLoss()
 
-    # -- sizing W from the data ----------------------------------------------------------------------------------
-
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            size_video_columns(self, self.projection_discriminator, "FSTH meta-learning")
-        super().setup(stage)
-
     # -- the adversarial hooks -----------------------------------------------------------------------------------
-
-    def generator_side(self) -> nn.Module:
-        return self.networks
-
-    def discriminator(self) -> nn.Module:
-        return self.projection_discriminator
 
     @staticmethod
     def video_embedding(networks: nn.Module, references: Tensor, landmarks: Tensor) -> Tensor:
@@ -221,17 +210,7 @@ class FSTHModule(_FSTHStage):
         return self.projection_discriminator(torch.cat([image, sketch], dim=1), video_index=batch["video_index"])
 
     def judge_for_generator(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
-        # W is in the generator optimizer for L_MCH only: the adversarial terms must not move D's columns towards
-        # the fakes, so they see W_i + w_0 as a constant.
-        column = self.projection_discriminator.video_column(batch["video_index"]).detach()
-        return self.projection_discriminator(torch.cat([image, sketch], dim=1), column=column)
-
-    def generator_parameters(self) -> Iterator[nn.Parameter]:
-        # L_MCH(phi, W) is minimised over both the embedder and W (section 3.2): W_i is pulled towards e_i in the
-        # generator step as e_i is towards W_i. With W fixed there, a target near W's small initial values drove
-        # the ReLU'd, sum-pooled e to exactly 0 for every video within a few hundred tiny steps (dead embedder).
-        yield from self.networks.parameters()
-        yield self.projection_discriminator.video_embeddings.weight
+        return self.projection_discriminator(torch.cat([image, sketch], dim=1), column=self.fixed_video_column(batch))
 
     def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
         terms = super().generator_losses(batch, outputs)

@@ -20,7 +20,7 @@ where the shards store masks. Without masks the dice term is skipped (the run sa
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -32,9 +32,9 @@ from talkinghead.augment import PoseAugmentation
 from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
 from talkinghead.lightning.finetune import (
     PersonalisedDiscriminator,
+    VideoColumnsMetaLearning,
     load_meta_module,
     person_frames_for,
-    size_video_columns,
 )
 from talkinghead.losses import (
     DiceLoss,
@@ -158,7 +158,7 @@ def _perceptual_losses(vgg_weights: str | None, face_vgg_weights: str | None,
     return vgg19, face
 
 
-class LPDModule(_LPDStage):
+class LPDModule(VideoColumnsMetaLearning, _LPDStage):
     """LPD meta-learning (Burkov et al. 2020, section 3): identity and pose encoders, generator, projection D.
 
     Args:
@@ -187,6 +187,8 @@ class LPDModule(_LPDStage):
         discriminator_steps: D updates per G update.
         ema_decay: decay of the EMA of the encoders and the generator used for inference (0.999); None for none.
     """
+
+    stage_name = "LPD meta-learning"
 
     def __init__(
         self,
@@ -231,23 +233,7 @@ class LPDModule(_LPDStage):
             log.warning("LPD: no face-VGG weights (face_vgg_weights), so the loss has no VGGFace term")
         self.identity_match = EmbeddingMatchLoss()
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit":
-            size_video_columns(self, self.projection_discriminator, "LPD meta-learning")
-        super().setup(stage)
-
     # -- the adversarial hooks -----------------------------------------------------------------------------------
-
-    def generator_side(self) -> nn.Module:
-        return self.networks
-
-    def discriminator(self) -> nn.Module:
-        return self.projection_discriminator
-
-    def generator_parameters(self) -> Iterator[nn.Parameter]:
-        # As FSTH's L_MCH: the identity match pulls W_i towards the identity embedding in the generator step too.
-        yield from self.networks.parameters()
-        yield self.projection_discriminator.video_embeddings.weight
 
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         if (batch["video_index"] < 0).any():
@@ -262,9 +248,7 @@ class LPDModule(_LPDStage):
         return self.projection_discriminator(image, video_index=batch["video_index"])
 
     def judge_for_generator(self, image: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
-        # W is in the generator optimizer for the identity match only: the adversarial terms see it as a constant.
-        column = self.projection_discriminator.video_column(batch["video_index"]).detach()
-        return self.projection_discriminator(image, column=column)
+        return self.projection_discriminator(image, column=self.fixed_video_column(batch))
 
     def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
         terms = super().generator_losses(batch, outputs)
