@@ -4,7 +4,8 @@
   training video, sized from the data (:func:`size_video_columns`) and trained by an embedding match in the
   generator step too.
 - :func:`load_meta_module`: a fine-tuning stage starts from a meta-learning checkpoint.
-- :func:`person_frames_for`: a fine-tuning stage initialises its person from the T frames of the datamodule.
+- :class:`PersonFineTuning`: a fine-tuning stage that initialises its person from the T frames of the datamodule
+  (:func:`person_frames_for`) and trains a personalised generator and discriminator.
 - :class:`PersonalisedDiscriminator`: the fine-tuning discriminator with the new person's projection column.
 
 Starting a fine-tuning stage:
@@ -20,6 +21,7 @@ entries as its own), so its own checkpoints rebuild the architecture without the
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
@@ -31,7 +33,9 @@ from torch import Tensor, nn
 from talkinghead.lightning.adversarial import class_from_path
 
 __all__ = ["load_meta_module", "person_frames_for", "size_video_columns", "VideoColumnsMetaLearning",
-           "PersonalisedDiscriminator"]
+           "PersonFineTuning", "PersonalisedDiscriminator"]
+
+log = logging.getLogger(__name__)
 
 ModuleT = TypeVar("ModuleT", bound=L.LightningModule)
 
@@ -202,3 +206,65 @@ def person_frames_for(module: L.LightningModule, stage: str) -> dict[str, Any]:
         raise ValueError(f"{stage} needs a PersonDataModule (the T frames of the new person); got "
                          f"{type(datamodule).__name__}")
     return datamodule.person_frames()
+
+
+class PersonFineTuning:
+    """Mixin for the fine-tuning stages of FSTH and LPD (put it before the AdversarialModule subclass).
+
+    The generator side is ``self.person_generator`` and the discriminator ``self.person_discriminator`` (a
+    :class:`PersonalisedDiscriminator` over the meta-learned one, from :meth:`personalise`). At the start of the
+    first fit the person is initialised from the datamodule's T frames (``initialise_from(person)``, which the
+    subclass implements and which ends with :meth:`set_person_column`); the ``initialised`` buffer keeps a
+    reloaded checkpoint from being initialised again. The networks named in ``frozen_networks`` only initialise or
+    read the person: frozen, and kept in eval mode whatever ``train()`` is called with (batch-norm statistics and
+    spectral norm's power iteration stand still). Subclasses set ``stage_name`` (for messages).
+    """
+
+    stage_name = "fine-tuning"
+    frozen_networks: tuple[str, ...] = ()
+    person_generator: nn.Module
+    person_discriminator: PersonalisedDiscriminator
+
+    def personalise(self, person_generator: nn.Module, discriminator: nn.Module, embedding_dim: int) -> None:
+        """Sets the generator side and wraps the meta-learned projection discriminator with the person's column.
+
+        The training videos' columns W and w_0 play no part in fine-tuning: w' replaces W_i + w_0, so W is dropped
+        and w_0 frozen. Call from ``__init__``, after the frozen networks are set.
+        """
+        for name in self.frozen_networks:
+            getattr(self, name).requires_grad_(False).eval()
+        discriminator.set_num_videos(0)
+        discriminator.shared_column.requires_grad_(False)
+        self.person_generator = person_generator
+        self.person_discriminator = PersonalisedDiscriminator(discriminator, embedding_dim)
+        self.register_buffer("initialised", torch.tensor(False))
+
+    @torch.no_grad()
+    def set_person_column(self, embedding: Tensor) -> None:
+        """w' = w_0 + the person's embedding (1, d); marks the person initialised."""
+        self.person_discriminator.column.copy_(self.person_discriminator.discriminator.shared_column + embedding)
+        self.initialised.fill_(True)
+
+    def initialise_from(self, person: Mapping[str, Any]) -> None:
+        """Initialises the person from ``PersonDataModule.person_frames()`` (``references`` (1, T, ...))."""
+        raise NotImplementedError
+
+    def train(self, mode: bool = True) -> PersonFineTuning:
+        super().train(mode)
+        for name in self.frozen_networks:
+            getattr(self, name).eval()
+        return self
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and not bool(self.initialised):
+            person = person_frames_for(self, self.stage_name)
+            self.initialise_from(person)
+            log.info("%s: the person initialised from %d frames of %r", self.stage_name,
+                     person["references"].shape[1], person.get("identity"))
+        super().setup(stage)
+
+    def generator_side(self) -> nn.Module:
+        return self.person_generator
+
+    def discriminator(self) -> nn.Module:
+        return self.person_discriminator

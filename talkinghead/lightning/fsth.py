@@ -27,10 +27,9 @@ from torch import Tensor, nn
 
 from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
 from talkinghead.lightning.finetune import (
-    PersonalisedDiscriminator,
+    PersonFineTuning,
     VideoColumnsMetaLearning,
     load_meta_module,
-    person_frames_for,
 )
 from talkinghead.losses import (
     DiscriminatorHingeLoss,
@@ -46,7 +45,6 @@ __all__ = [
     "FSTHModule",
     "FSTHFineTuneModule",
     "PersonalisedGenerator",
-    "PersonalisedDiscriminator",
     "PAPER_LOSS_WEIGHTS",
     "PAPER_FINETUNE_LOSS_WEIGHTS",
 ]
@@ -282,7 +280,7 @@ class PersonalisedGenerator(nn.Module):
         return self.generator(sketch, self.adain)
 
 
-class FSTHFineTuneModule(_FSTHStage):
+class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
     """FSTH few-shot fine-tuning to one new person (Zakharov et al. 2019, section 3.3).
 
     At the start of fit, the T frames of the person (``PersonDataModule.person_frames()``) give
@@ -301,6 +299,9 @@ class FSTHFineTuneModule(_FSTHStage):
 
     The content loss reuses the meta checkpoint's feature networks (the same VGG19 / VGGFace).
     """
+
+    stage_name = "FSTH fine-tuning"
+    frozen_networks = ("embedder",)
 
     def __init__(
         self,
@@ -324,22 +325,12 @@ class FSTHFineTuneModule(_FSTHStage):
         self.save_hyperparameters()
         meta, config = load_meta_module(FSTHModule, init_from, meta_config)
         self.hparams["meta_config"] = config
-        embedder, generator = meta.networks["embedder"], meta.networks["generator"]
-        discriminator = meta.projection_discriminator
-        # The training videos' columns W and w_0 play no part in fine-tuning: w' replaces W_i + w_0.
-        discriminator.set_num_videos(0)
-        discriminator.shared_column.requires_grad_(False)
-        # E only initialises the person: frozen, and in eval mode so spectral norm's power iteration stands still.
-        self.embedder = embedder.requires_grad_(False).eval()
-        self.person_generator = PersonalisedGenerator(generator, generator.num_adain_parameters)
-        self.person_discriminator = PersonalisedDiscriminator(discriminator, discriminator.shared_column.shape[-1])
-        self.register_buffer("initialised", torch.tensor(False))
+        # E only initialises the person.
+        self.embedder = meta.networks["embedder"]
+        generator, discriminator = meta.networks["generator"], meta.projection_discriminator
+        self.personalise(PersonalisedGenerator(generator, generator.num_adain_parameters), discriminator,
+                         discriminator.shared_column.shape[-1])
         self._make_losses(meta.content_vgg19, meta.content_vggface)
-
-    def train(self, mode: bool = True) -> FSTHFineTuneModule:
-        super().train(mode)
-        self.embedder.eval()
-        return self
 
     # -- the person ----------------------------------------------------------------------------------------------
 
@@ -358,25 +349,13 @@ class FSTHFineTuneModule(_FSTHStage):
         landmarks = landmarks.reshape(1, -1, 68, 2).to(self.device)
         embedding = self.embedder(frames, draw_sketch(landmarks, frames.shape[-1]))  # E is always in eval mode
         self.person_generator.adain.copy_(self.person_generator.generator.adain_parameters(embedding))
-        self.person_discriminator.column.copy_(self.person_discriminator.discriminator.shared_column + embedding)
-        self.initialised.fill_(True)
+        self.set_person_column(embedding)
         return embedding
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and not bool(self.initialised):
-            person = person_frames_for(self, "FSTH fine-tuning")
-            self.initialise_person(person["references"], person["references_landmarks"])
-            log.info("FSTH fine-tuning: psi' and w' initialised from %d frames of %r",
-                     person["references"].shape[1], person.get("identity"))
-        super().setup(stage)
+    def initialise_from(self, person: Mapping[str, Any]) -> None:
+        self.initialise_person(person["references"], person["references_landmarks"])
 
     # -- the adversarial hooks -----------------------------------------------------------------------------------
-
-    def generator_side(self) -> nn.Module:
-        return self.person_generator
-
-    def discriminator(self) -> nn.Module:
-        return self.person_discriminator
 
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         target = batch["driving"]

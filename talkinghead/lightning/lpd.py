@@ -31,10 +31,9 @@ from torch import Tensor, nn
 from talkinghead.augment import PoseAugmentation
 from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
 from talkinghead.lightning.finetune import (
-    PersonalisedDiscriminator,
+    PersonFineTuning,
     VideoColumnsMetaLearning,
     load_meta_module,
-    person_frames_for,
 )
 from talkinghead.losses import (
     DiceLoss,
@@ -322,7 +321,7 @@ class PersonalisedLPDGenerator(nn.Module):
         return self.generator(self.identity, pose)
 
 
-class LPDFineTuneModule(_LPDStage):
+class LPDFineTuneModule(PersonFineTuning, _LPDStage):
     """LPD fine-tuning to one new person (Burkov et al. 2020, section 3.3).
 
     At the start of fit the identity embedding is set to the mean identity-encoder output over the person's T frames
@@ -344,6 +343,9 @@ class LPDFineTuneModule(_LPDStage):
 
     The losses reuse the meta checkpoint's feature networks and face crop.
     """
+
+    stage_name = "LPD fine-tuning"
+    frozen_networks = ("identity_encoder", "pose_encoder")
 
     def __init__(
         self,
@@ -371,23 +373,12 @@ class LPDFineTuneModule(_LPDStage):
         meta, config = load_meta_module(LPDModule, init_from, meta_config)
         self.hparams["meta_config"] = config
         # Frozen, and always in eval mode: batch-norm statistics must not drift towards the person's frames.
-        self.identity_encoder = meta.networks["identity_encoder"].requires_grad_(False).eval()
-        self.pose_encoder = meta.networks["pose_encoder"].requires_grad_(False).eval()
-        generator = meta.networks["generator"]
-        discriminator = meta.projection_discriminator
-        # The training videos' columns play no part: the person's column w' replaces W_i + w_0.
-        discriminator.set_num_videos(0)
-        discriminator.shared_column.requires_grad_(False)
-        self.person_generator = PersonalisedLPDGenerator(generator, generator.identity_dim)
-        self.person_discriminator = PersonalisedDiscriminator(discriminator, discriminator.embedding_dim)
-        self.register_buffer("initialised", torch.tensor(False))
+        self.identity_encoder = meta.networks["identity_encoder"]
+        self.pose_encoder = meta.networks["pose_encoder"]
+        generator, discriminator = meta.networks["generator"], meta.projection_discriminator
+        self.personalise(PersonalisedLPDGenerator(generator, generator.identity_dim), discriminator,
+                         discriminator.embedding_dim)
         self._make_stage(meta.perceptual, meta.face_perceptual, meta.face_crop, augment_pose, pose_augmentation)
-
-    def train(self, mode: bool = True) -> LPDFineTuneModule:
-        super().train(mode)
-        self.identity_encoder.eval()
-        self.pose_encoder.eval()
-        return self
 
     # -- the person ----------------------------------------------------------------------------------------------
 
@@ -404,25 +395,13 @@ class LPDFineTuneModule(_LPDStage):
         frames = frames.reshape(1, -1, *frames.shape[-3:]).to(self.device)
         identity = self.identity_encoder(frames)  # always in eval mode
         self.person_generator.identity.copy_(identity)
-        self.person_discriminator.column.copy_(self.person_discriminator.discriminator.shared_column + identity)
-        self.initialised.fill_(True)
+        self.set_person_column(identity)
         return identity
 
-    def setup(self, stage: str) -> None:
-        if stage == "fit" and not bool(self.initialised):
-            person = person_frames_for(self, "LPD fine-tuning")
-            self.initialise_person(person["references"])
-            log.info("LPD fine-tuning: identity embedding initialised from %d frames of %r",
-                     person["references"].shape[1], person.get("identity"))
-        super().setup(stage)
+    def initialise_from(self, person: Mapping[str, Any]) -> None:
+        self.initialise_person(person["references"])
 
     # -- the adversarial hooks -----------------------------------------------------------------------------------
-
-    def generator_side(self) -> nn.Module:
-        return self.person_generator
-
-    def discriminator(self) -> nn.Module:
-        return self.person_discriminator
 
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         pose_frame, target, target_mask = self.pose_inputs(batch)
