@@ -24,45 +24,20 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+
+from few_shot_common import config_path, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
-from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 from talkinghead.datamodules.talking_heads import PersonDataModule
 from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.fsth import FSTHModule
-from talkinghead.metrics import PSNR, SSIM
 
 SHOTS = (1, 8)
 
 
-def config_path(name: str) -> Path:
-    """A config of lightning_configs/fsth, from the repository (or the installed package's copy)."""
-    local = Path(__file__).resolve().parents[1] / "lightning_configs" / "fsth" / name
-    if local.is_file():
-        return local
-    from importlib import resources
-
-    return Path(str(resources.files("talkinghead.lightning_configs") / "fsth" / name))
-
-
 def duration(seconds: int) -> str:
     return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
-def write_data(args: argparse.Namespace, out: Path) -> tuple[Path, list[Path]]:
-    """Training shards and one folder per held-out person (written once; reused when present)."""
-    train = out / "data" / "train"
-    people = [out / "data" / f"person{i}" for i in range(args.people)]
-    if not train.exists():
-        write_synthetic_shards(train, identities=args.identities, clips_per_identity=2, frames=args.frames, size=64,
-                               seed=args.seed, clips_per_shard=4)
-    for i, folder in enumerate(people):
-        if not folder.exists():
-            write_synthetic_shards(folder, identities=1, first_identity=100_000 + i, clips_per_identity=2,
-                                   frames=args.frames, size=64, seed=args.seed, clips_per_shard=2)
-    return train, people
 
 
 def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, int, float]:
@@ -73,7 +48,7 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, 
         budget = [f"--trainer.max_time={duration(int(args.meta_minutes * 60))}", "--trainer.max_steps=-1"]
     cli = TalkingHeadCLI(
         args=[
-            "--config", str(config_path("tiny_meta.yaml")),
+            "--config", str(config_path("fsth", "tiny_meta.yaml")),
             f"--data.init_args.shards={train}", f"--data.init_args.num_workers={args.workers}",
             *budget, "--trainer.max_epochs=-1", "--trainer.enable_progress_bar=false",
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={out}",
@@ -114,7 +89,7 @@ def fine_tune(args: argparse.Namespace, out: Path, meta: Path, folder: Path, sho
                  f"--model.init_args.discriminator_optimizer.init_args.lr={args.finetune_lr}"]
     cli = TalkingHeadCLI(
         args=[
-            "--config", str(config_path("tiny_finetune.yaml")),
+            "--config", str(config_path("fsth", "tiny_finetune.yaml")),
             f"--model.init_args.init_from={meta}",
             f"--data.init_args.shards={folder}", f"--data.init_args.num_frames={shots}",
             f"--data.init_args.val_samples={args.held_out}",
@@ -128,14 +103,6 @@ def fine_tune(args: argparse.Namespace, out: Path, meta: Path, folder: Path, sho
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     return cli.model.eval(), cli.trainer.global_step // 3, time.perf_counter() - start
-
-
-def scores(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    psnr, ssim = PSNR(), SSIM()
-    psnr.update(prediction, target)
-    ssim.update(prediction, target)
-    return {"PSNR": psnr.compute().item(), "SSIM": ssim.compute().item(),
-            "L1": F.l1_loss(prediction, target).item()}
 
 
 @torch.no_grad()

@@ -33,48 +33,24 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from few_shot_common import config_path, scores, write_data
+
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
-from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 from talkinghead.datamodules.talking_heads import PersonDataModule
 from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.lpd import LPDFineTuneModule, LPDModule
-from talkinghead.metrics import PSNR, SSIM
 
 SETTINGS = {"on": True, "off": False}  # augment_pose of both stages
 STEPS_PER_BATCH = 2  # global_step counts a G step and a D step per batch
 EMBED_SIZE = 320  # MTCNN finds more of the 64-px synthetic faces at 320 px bicubic than at 256 px bilinear
 
 
-def config_path(name: str) -> Path:
-    """A config of lightning_configs/lpd, from the repository (or the installed package's copy)."""
-    local = Path(__file__).resolve().parents[1] / "lightning_configs" / "lpd" / name
-    if local.is_file():
-        return local
-    from importlib import resources
-
-    return Path(str(resources.files("talkinghead.lightning_configs") / "lpd" / name))
-
-
-def write_data(args: argparse.Namespace, out: Path) -> tuple[Path, list[Path]]:
-    """Training shards and one folder per held-out person (written once; reused when present)."""
-    train = out / "data" / "train"
-    people = [out / "data" / f"person{i}" for i in range(args.people)]
-    if not train.exists():
-        write_synthetic_shards(train, identities=args.identities, clips_per_identity=2, frames=args.frames, size=64,
-                               seed=args.seed, clips_per_shard=4)
-    for i, folder in enumerate(people):
-        if not folder.exists():
-            write_synthetic_shards(folder, identities=1, first_identity=100_000 + i, clips_per_identity=2,
-                                   frames=args.frames, size=64, seed=args.seed, clips_per_shard=2)
-    return train, people
-
-
 def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -> tuple[Path, int, float]:
     """Runs the meta-learning fit with augment_pose on or off; returns (checkpoint, generator steps, seconds)."""
     cli = TalkingHeadCLI(
         args=[
-            "--config", str(config_path("tiny_meta.yaml")),
+            "--config", str(config_path("lpd", "tiny_meta.yaml")),
             f"--data.init_args.shards={train}", f"--data.init_args.num_workers={args.workers}",
             f"--model.init_args.augment_pose={str(SETTINGS[setting]).lower()}",
             f"--trainer.max_steps={STEPS_PER_BATCH * args.meta_steps}", "--trainer.max_epochs=-1",
@@ -112,7 +88,7 @@ def fine_tune(args: argparse.Namespace, out: Path, meta: Path, folder: Path, set
     """Fine-tunes to the person's T frames, quietly; returns (module in eval mode, generator steps, seconds)."""
     cli = TalkingHeadCLI(
         args=[
-            "--config", str(config_path("tiny_finetune.yaml")),
+            "--config", str(config_path("lpd", "tiny_finetune.yaml")),
             f"--model.init_args.init_from={meta}",
             f"--model.init_args.augment_pose={str(SETTINGS[setting]).lower()}",
             f"--data.init_args.shards={folder}", f"--data.init_args.num_frames={args.shots}",
@@ -127,14 +103,6 @@ def fine_tune(args: argparse.Namespace, out: Path, meta: Path, folder: Path, set
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     return cli.model.eval(), cli.trainer.global_step // STEPS_PER_BATCH, time.perf_counter() - start
-
-
-def scores(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    psnr, ssim = PSNR(), SSIM()
-    psnr.update(prediction, target)
-    ssim.update(prediction, target)
-    return {"PSNR": psnr.compute().item(), "SSIM": ssim.compute().item(),
-            "L1": F.l1_loss(prediction, target).item()}
 
 
 def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:

@@ -1,0 +1,50 @@
+"""What the few-shot learning benchmarks (fsth_learning.py, lpd_learning.py) share: configs, data and scores.
+
+Imported by those scripts as a sibling module (``python benchmarks/<script>.py`` puts this folder on sys.path).
+"""
+
+from __future__ import annotations
+
+import argparse
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
+from talkinghead.metrics import PSNR, SSIM
+
+__all__ = ["config_path", "write_data", "scores"]
+
+
+def config_path(model: str, name: str) -> Path:
+    """A config of lightning_configs/<model>, from the repository (or the installed package's copy)."""
+    local = Path(__file__).resolve().parents[1] / "lightning_configs" / model / name
+    if local.is_file():
+        return local
+    return Path(str(resources.files("talkinghead.lightning_configs") / model / name))
+
+
+def write_data(args: argparse.Namespace, out: Path) -> tuple[Path, list[Path]]:
+    """Training shards (``args.identities`` people x 2 clips) and one folder per held-out person (``args.people``),
+    64 px, ``args.frames`` frames per clip; written once and reused when present."""
+    train = out / "data" / "train"
+    people = [out / "data" / f"person{i}" for i in range(args.people)]
+    if not train.exists():
+        write_synthetic_shards(train, identities=args.identities, clips_per_identity=2, frames=args.frames, size=64,
+                               seed=args.seed, clips_per_shard=4)
+    for i, folder in enumerate(people):
+        if not folder.exists():
+            write_synthetic_shards(folder, identities=1, first_identity=100_000 + i, clips_per_identity=2,
+                                   frames=args.frames, size=64, seed=args.seed, clips_per_shard=2)
+    return train, people
+
+
+def scores(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """PSNR, SSIM and L1 of a batch of (b, 3, s, s) images in [0, 1] against their targets."""
+    psnr, ssim = PSNR(), SSIM()
+    psnr.update(prediction, target)
+    ssim.update(prediction, target)
+    return {"PSNR": psnr.compute().item(), "SSIM": ssim.compute().item(),
+            "L1": F.l1_loss(prediction, target).item()}
