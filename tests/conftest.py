@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -51,3 +53,27 @@ def synthetic_shards(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic_shards")
     write_synthetic_shards(out, identities=6, clips_per_identity=2, frames=12, size=32, seed=1, clips_per_shard=2)
     return out
+
+
+@pytest.fixture
+def run_talkinghead():
+    """Runs ``python -m talkinghead ARGS...`` in a fresh process, as a user would; returns the CompletedProcess."""
+
+    def run(*args, timeout: int = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "talkinghead", *map(str, args)], capture_output=True, text=True,
+                              timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def read_mp4():
+    """Decodes an mp4 into a list of (h, w, 3) uint8 RGB frames."""
+
+    def read(path) -> list[np.ndarray]:
+        import av
+
+        with av.open(str(path)) as container:
+            return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+    return read

@@ -2,11 +2,8 @@
 
 import logging
 import shutil
-import subprocess
-import sys
 from importlib import resources
 
-import av
 import pytest
 import torch
 
@@ -165,7 +162,8 @@ def test_finetuning_initialises_the_identity_from_the_person_mean(meta_run, synt
     assert torch.equal(cli.model.person_discriminator.column, meta.projection_discriminator.shared_column + identity)
 
 
-def test_finetuning_freezes_the_encoders_reloads_alone_and_predicts_an_mp4(meta_run, synthetic_shards, tmp_path):
+def test_finetuning_freezes_the_encoders_reloads_alone_and_predicts_an_mp4(meta_run, synthetic_shards, tmp_path,
+        run_talkinghead, read_mp4):
     _, meta_checkpoint = meta_run
     meta_copy = tmp_path / "meta.ckpt"
     shutil.copy(meta_checkpoint, meta_copy)
@@ -199,17 +197,14 @@ def test_finetuning_freezes_the_encoders_reloads_alone_and_predicts_an_mp4(meta_
 
     # predict: the fine-tuned person (the first identity) driven by another person's clip, driving | output mp4.
     out = tmp_path / "predict"
-    result = subprocess.run(
-        [sys.executable, "-m", "talkinghead", "predict", "--config", TINY_FINETUNE, f"--ckpt_path={checkpoint}",
-         f"--data.init_args.shards={synthetic_shards}", f"--data.init_args.driving={synthetic_shards}",
-         "--data.init_args.driving_clip=synth-00003-v001", f"--trainer.default_root_dir={out}", *QUIET],
-        capture_output=True, text=True, timeout=600,
-    )
+    result = run_talkinghead(
+        "predict", "--config", TINY_FINETUNE, f"--ckpt_path={checkpoint}",
+        f"--data.init_args.shards={synthetic_shards}", f"--data.init_args.driving={synthetic_shards}",
+        "--data.init_args.driving_clip=synth-00003-v001", f"--trainer.default_root_dir={out}", *QUIET)
     assert result.returncode == 0, result.stderr[-4000:]
     (video,) = (out / "predictions").glob("*.mp4")
     assert video.stem == "synth-00003-v001"
-    with av.open(str(video)) as container:
-        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    decoded = read_mp4(video)
     assert len(decoded) == 12 and decoded[0].shape == (64, 128, 3)
 
 
@@ -236,21 +231,17 @@ def test_paper_scale_configs_instantiate(meta_run, synthetic_shards):
     assert model.projection_discriminator.in_channels == 3
     _, checkpoint = meta_run
     cli = TalkingHeadCLI(args=["--config", str(CONFIGS / "finetune_vox256.yaml"),
-                               f"--model.init_args.init_from={checkpoint}", f"--data.init_args.shards={synthetic_shards}",
-                               *cpu], run=False)
+                               f"--model.init_args.init_from={checkpoint}",
+                               f"--data.init_args.shards={synthetic_shards}", *cpu], run=False)
     assert isinstance(cli.model, LPDFineTuneModule) and "identity_match" not in cli.model.loss_weights
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp_meta_learning_through_the_cli(tmp_path, synthetic_shards):
+def test_two_process_cpu_ddp_meta_learning_through_the_cli(tmp_path, synthetic_shards, run_talkinghead):
     """`talkinghead fit` with strategy ddp on 2 CPU processes: both ranks size W alike and train in step."""
-    result = subprocess.run(
-        [sys.executable, "-m", "talkinghead", "fit", "--config", TINY_META,
-         f"--data.init_args.shards={synthetic_shards}", "--trainer.devices=2",
-         "--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.max_steps=4",
-         f"--trainer.default_root_dir={tmp_path}", *QUIET],
-        capture_output=True, text=True, timeout=600,
-    )
+    result = run_talkinghead("fit", "--config", TINY_META, f"--data.init_args.shards={synthetic_shards}",
+                             "--trainer.devices=2", "--trainer.strategy=ddp_find_unused_parameters_true",
+                             "--trainer.max_steps=4", f"--trainer.default_root_dir={tmp_path}", *QUIET)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "distributed_backend=gloo" in result.stderr + result.stdout
     state = torch.load(next(tmp_path.glob("**/last.ckpt")), map_location="cpu", weights_only=False)
