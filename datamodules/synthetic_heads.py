@@ -82,6 +82,7 @@ __all__ = [
     "sample_scene",
     "identity_generator",
     "synthetic_clip",
+    "synthetic_frame",
     "landmarks_3d",
     "render_clip",
     "write_synthetic_shards",
@@ -1135,8 +1136,8 @@ class RenderedClip:
 
 
 def _render_chunk(identity: HeadIdentity, scene: Scene, motion: HeadMotion, frames: slice, size: int,
-                  supersample: int) -> tuple[Tensor, Tensor]:
-    """Renders some frames of a clip.
+                  supersample: int, first_frame: int = 0) -> tuple[Tensor, Tensor]:
+    """Renders some frames of a clip (``first_frame``: the clip's frame number of motion frame 0, for timing).
 
     Returns:
         (t, S, S, 3) float colours and (t, S, S) long part labels of the t frames in ``frames``.
@@ -1162,7 +1163,7 @@ def _render_chunk(identity: HeadIdentity, scene: Scene, motion: HeadMotion, fram
         canvases.append(canvas.view(4, *primitive.shape))
         start = stop
     colour, covered = _filter(canvases, supersample).permute(1, 2, 3, 0).split(3, dim=-1)
-    times = torch.arange(frames.start, frames.stop, dtype=torch.float32) / motion.fps
+    times = torch.arange(first_frame + frames.start, first_frame + frames.stop, dtype=torch.float32) / motion.fps
     colour = colour + (1 - covered) * _background(scene, size, times)
 
     centre_hits = hits[0]
@@ -1172,7 +1173,7 @@ def _render_chunk(identity: HeadIdentity, scene: Scene, motion: HeadMotion, fram
 
 
 def render_clip(identity: HeadIdentity, motion: HeadMotion, scene: Scene, size: int, supersample: int = 2,
-                max_samples: int = 1 << 20) -> RenderedClip:
+                max_samples: int = 1 << 20, first_frame: int = 0) -> RenderedClip:
     """Renders a clip of a synthetic person with its landmarks, pose, mask and part labels.
 
     Args:
@@ -1186,6 +1187,8 @@ def render_clip(identity: HeadIdentity, motion: HeadMotion, scene: Scene, size: 
             the landmarks are read at the pixel centres, so they are the same for every choice.
         max_samples: rays traced at once; frames are rendered in chunks of about this many rays, which bounds
             memory and keeps the working set in cache.
+        first_frame: the clip frame number of the motion's first frame; it only times the background's drift, so
+            a part of a clip (e.g. one frame, re-posed) renders on the background it had at that time.
 
     Returns:
         A :class:`RenderedClip` with (T, S, S, 3) frames.
@@ -1197,7 +1200,7 @@ def render_clip(identity: HeadIdentity, motion: HeadMotion, scene: Scene, size: 
     colours, parts = [], []
     for start in range(0, num_frames, step):
         colour, part = _render_chunk(identity, scene, motion, slice(start, min(num_frames, start + step)), size,
-                                     supersample)
+                                     supersample, first_frame)
         colours.append(colour)
         parts.append(part)
     frames = (torch.cat(colours).clamp_(0, 1) * 255).round_().to(torch.uint8)
@@ -1242,10 +1245,48 @@ def synthetic_clip(seed: int, index: int, clip: int, frames: int, size: int, fps
     Returns:
         The :class:`RenderedClip`.
     """
+    identity, motion, scene = _clip_parts(seed, index, clip, frames, fps)
+    return render_clip(identity, motion, scene, size, supersample=supersample)
+
+
+def _clip_parts(seed: int, index: int, clip: int, frames: int, fps: float) -> tuple[HeadIdentity, HeadMotion, Scene]:
+    """The person, motion and scene of a clip. The scene is drawn after the motion from the clip's generator, and
+    the motion's draws depend on its length (blinks), so the clip's frame count is part of what defines it."""
     identity = sample_identity(identity_generator(seed, index))
     generator = identity_generator(seed, index, clip)
     motion = sample_motion(frames, generator, fps=fps)
-    return render_clip(identity, motion, sample_scene(generator), size, supersample=supersample)
+    return identity, motion, sample_scene(generator)
+
+
+def synthetic_frame(seed: int, index: int, clip: int, frames: int, frame: int, size: int, pose: Tensor | None = None,
+                    fps: float = 25.0, supersample: int = 2) -> RenderedClip:
+    """Frame ``frame`` of :func:`synthetic_clip`, rendered alone, optionally with the head at another pose.
+
+    Everything but the head pose stays as it was at that frame: the person, the light, the background at that
+    time (a drifting pattern has moved on) and the expression (eye openness, mouth opening). The neck and torso
+    follow the translation, as in every frame. This is the exact ground truth of free view on synthetic data.
+
+    Args:
+        seed, index, clip, frames, fps: the clip, as :func:`synthetic_clip` (and the shard metadata) has them; the
+            frame count matters, see above.
+        frame: the frame's number in the clip, 0 .. frames - 1.
+        size, supersample: see :func:`render_clip`.
+        pose: (6,) yaw, pitch, roll (degrees), tx, ty, tz for the head; None keeps the frame's own, and then the
+            result equals frame ``frame`` of ``synthetic_clip(seed, index, clip, frames, size, fps, supersample)``.
+
+    Returns:
+        A one-frame :class:`RenderedClip` (its ``pose`` is the one rendered).
+    """
+    if not 0 <= frame < frames:
+        raise ValueError(f"frame {frame} is outside the clip's frames 0..{frames - 1}")
+    identity, motion, scene = _clip_parts(seed, index, clip, frames, fps)
+    at = slice(frame, frame + 1)
+    yaw, pitch, roll, translation = motion.yaw[at], motion.pitch[at], motion.roll[at], motion.translation[at]
+    if pose is not None:
+        pose = torch.as_tensor(pose, dtype=motion.yaw.dtype).reshape(6)
+        yaw, pitch, roll, translation = pose[0:1], pose[1:2], pose[2:3], pose[None, 3:]
+    one = HeadMotion(yaw, pitch, roll, translation, motion.mouth[at], motion.eyes[at], motion.fps)
+    return render_clip(identity, one, scene, size, supersample=supersample, first_frame=frame)
 
 
 def write_synthetic_shards(

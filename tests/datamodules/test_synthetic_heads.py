@@ -147,6 +147,25 @@ def test_positive_yaw_turns_the_nose_to_image_left():
         assert side * (nose_centre - face_centre) > 3
 
 
+@pytest.mark.parametrize("frame", [0, 29])
+def test_one_frame_rerendered_alone_is_the_clip_frame(frame):
+    # Person 3, clip 1 of seed 3 has a drifting background: the frame must be drawn at its own time.
+    clip = sh.synthetic_clip(3, 3, 1, frames=30, size=32)
+    one = sh.synthetic_frame(3, 3, 1, 30, frame, 32)
+    for name in ("frames", "landmarks", "pose", "mask", "parts"):
+        torch.testing.assert_close(getattr(one, name), getattr(clip, name)[frame:frame + 1], atol=0, rtol=0)
+    # Its own pose given explicitly changes nothing; another pose moves the head and keeps the expression.
+    again = sh.synthetic_frame(3, 3, 1, 30, frame, 32, pose=clip.pose[frame])
+    assert torch.equal(again.frames, one.frames)
+    pose = clip.pose[frame] + torch.tensor([20.0, 0, 0, 0, 0, 0])
+    turned = sh.synthetic_frame(3, 3, 1, 30, frame, 32, pose=pose)
+    assert torch.equal(turned.pose[0], pose)
+    assert (turned.frames.float() - one.frames.float()).abs().mean() > 2
+    assert turned.landmarks[0, 30, 0] < one.landmarks[0, 30, 0] - 1  # positive yaw: nose to image left
+    with pytest.raises(ValueError, match="outside the clip"):
+        sh.synthetic_frame(3, 3, 1, 30, 30, 32)
+
+
 def test_landmarks_lie_on_the_features_they_name():
     generator = torch.Generator().manual_seed(5)
     for index in range(6):
