@@ -9,6 +9,8 @@ Three modes, each giving a model row and a "copy source frame" baseline row:
   only CSIM (to the source), pose error (to the driver) and FID (against the driving frames) are scored.
 - free-view: each source re-rendered at yaw offsets; the measured yaw change (head pose from the output's landmarks
   minus that of the unrotated output) is compared with the requested one, with pitch / roll drift beside it.
+  On synthetic shards `talkinghead evaluate` adds a table against the exact re-rendered truth
+  (:func:`talkinghead.freeview.score_free_view`).
 
 Scores that cannot be computed are strings "n/a (reason)". Faces the detector misses are counted (face miss rate).
 """

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pose-checkpoint", default=None,
                         help="local Hopenet weights (deep-head-pose) for pose error; default: PnP on dlib landmarks")
     parser.add_argument("--device", default="cpu", help="torch device for the model and the face detector")
+    parser.add_argument("--exact-truth", action=argparse.BooleanOptionalAction, default=None,
+                        help="free-view: also score each yaw against the synthetic renderer's exact re-render of the "
+                        "turned head, beside 'no turn' (default: when the shards are synthetic; --exact-truth "
+                        "requires it, --no-exact-truth skips it); writes free_view_truth.csv")
+    parser.add_argument("--truth-yaws", type=float, nargs="+", default=None, metavar="DEG",
+                        help="requested yaws of the exact-truth table (default -30 -20 -10 10 20 30)")
     return parser
 
 
@@ -87,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         expand_shards(args.data)
     except ShardError as error:
         parser.exit(2, f"talkinghead evaluate: --data: {error}\n")
+    if args.exact_truth and args.mode != "free-view":
+        parser.exit(2, f"talkinghead evaluate: --exact-truth applies to --mode free-view, not {args.mode}\n")
+    exact_truth = args.mode == "free-view" and args.exact_truth is not False and _synthetic(parser, args)
     from talkinghead.evaluation import checkpoint_image_size, evaluate, load_model
     from talkinghead.metrics import MissingWeightsError
 
@@ -102,6 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         facenet_weights=args.facenet_weights)
     except (ValueError, FileNotFoundError, MissingWeightsError) as error:
         parser.exit(2, f"talkinghead evaluate: {error}\n")
+    truth = None
+    if exact_truth:
+        from talkinghead.freeview import FREE_VIEW_TRUTH_YAWS, score_free_view
+
+        try:
+            truth = score_free_view(model, args.data, yaws=args.truth_yaws or FREE_VIEW_TRUTH_YAWS,
+                                    num_clips=args.pairs, image_size=size)
+        except ValueError as error:
+            parser.exit(2, f"talkinghead evaluate: exact free-view truth: {error}\n")
     date = datetime.datetime.now().isoformat(timespec="seconds")
     header = (f"**{args.mode}** evaluation of `{args.checkpoint}` on `{args.data}` ({len(rows)} rows, {size} px, "
               f"up to {args.pairs} clips), {date}")
@@ -109,4 +127,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(rows))
     write_outputs(rows, Path(args.out), header)
     print(f"wrote {Path(args.out) / 'evaluation.csv'} and {Path(args.out) / 'evaluation.md'}", file=sys.stderr)
+    if truth is not None:
+        from talkinghead.freeview import format_table as format_scores
+
+        print(f"\nfree view against the exact re-rendered truth ({TRUTH_NOTE}):")
+        print(format_scores(truth))
+        write_truth(truth, Path(args.out))
+        print(f"wrote {Path(args.out) / 'free_view_truth.csv'}", file=sys.stderr)
     return 0
+
+
+TRUTH_NOTE = ("PSNR dB / L1 against the synthetic head re-rendered turned by the requested yaw, same light, "
+              "expression and background; 'no turn' = the unturned source; fg = union of the truth's and the "
+              "source's person masks")
+
+
+def _synthetic(parser: argparse.ArgumentParser, args: argparse.Namespace) -> bool:
+    """Whether the evaluated clips can be re-rendered; exits 2 in one line when --exact-truth asks for what they
+    cannot give, and says why it is skipped otherwise."""
+    from talkinghead.datamodules.shard_format import ShardError
+    from talkinghead.freeview import NotSyntheticError, synthetic_clip_sources
+
+    try:
+        synthetic_clip_sources(args.data, args.pairs)
+    except NotSyntheticError as error:
+        if args.exact_truth:
+            parser.exit(2, f"talkinghead evaluate: --exact-truth: {error}\n")
+        print(f"talkinghead evaluate: no exact free-view truth: {error}", file=sys.stderr)
+        return False
+    except ShardError as error:
+        parser.exit(2, f"talkinghead evaluate: --data: {error}\n")
+    return True
+
+
+def write_truth(scores, out: Path) -> None:
+    """out/free_view_truth.csv (group, row, then one column per metric) and the table appended to evaluation.md."""
+    from talkinghead.freeview import COLUMNS, format_table as format_scores
+
+    with open(out / "free_view_truth.csv", "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["group", "row", *COLUMNS])
+        for group, row in scores.items():
+            for name, values in row.items():
+                writer.writerow([group, name, *(int(values[c]) if c == "n" else values[c] for c in COLUMNS)])
+    with open(out / "evaluation.md", "a") as stream:
+        stream.write(f"\n**free view against exact truth** ({TRUTH_NOTE})\n\n{format_scores(scores, markdown=True)}\n")

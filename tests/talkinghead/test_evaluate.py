@@ -134,3 +134,37 @@ def test_facenet_embeddings_from_a_local_file(tmp_path, shards, checkpoint):
     assert rows[BASELINE]["CSIM"] == pytest.approx(1.0, abs=1e-5)  # the source against itself
     with pytest.raises(MissingWeightsError):
         evaluate(model, str(shards), num_pairs=2, image_size=64, facenet_weights=str(tmp_path / "missing.pt"))
+
+
+def test_free_view_against_exact_truth_through_the_cli(tmp_path, shards, checkpoint):
+    out = tmp_path / "eval"
+    result = run_evaluate("--checkpoint", checkpoint, "--data", shards, "--mode", "free-view", "--out", out,
+                          "--pairs", 2, "--no-face-metrics", "--truth-yaws", "-10", "20")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "exact re-rendered truth" in result.stdout and "no turn" in result.stdout
+    with open(out / "evaluation.csv") as stream:  # today's landmark-based table is still there
+        assert {row["row"] for row in csv.DictReader(stream)} == {"model", BASELINE}
+    with open(out / "free_view_truth.csv") as stream:
+        rows = {(row["group"], row["row"]): row for row in csv.DictReader(stream)}
+    groups = ("yaw -10", "yaw +20", "all yaws")
+    expected = {(group, name) for group in groups for name in ("model", "no turn")}
+    assert set(rows) == expected | {("truth check", "re-rendered source")}
+    assert float(rows["truth check", "re-rendered source"]["PSNR"]) == 100.0  # npy shards: the truth is exact
+    assert rows["all yaws", "model"]["n"] == "4"
+    for row in rows.values():
+        float(row["PSNR"]), float(row["L1 fg"])
+    assert "free view against exact truth" in (out / "evaluation.md").read_text()
+
+
+def test_exact_truth_of_shards_that_cannot_give_it_exits_2(tmp_path, random_shards, capsys):
+    from talkinghead.commands.evaluate import main
+
+    checkpoint, out = tmp_path / "unread.ckpt", tmp_path / "eval"
+    checkpoint.write_bytes(b"")  # the shards are refused before the checkpoint is read
+    for mode, message in (("free-view", "not synthetic"), ("same-identity", "applies to --mode free-view")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--checkpoint", str(checkpoint), "--data", str(random_shards), "--mode", mode, "--exact-truth",
+                  "--out", str(out)])
+        stderr = capsys.readouterr().err
+        assert exit_.value.code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
+    assert not out.exists()
