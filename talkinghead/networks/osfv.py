@@ -205,6 +205,14 @@ class HeadPoseExpressionEstimator(nn.Module):
         self.roll = nn.Linear(width, num_bins)
         self.translation = nn.Linear(width, 3)
         self.expression = nn.Linear(width, 3 * num_keypoints)
+        # t and δ start at exactly 0, so x = R x_c and the motion path starts at the rigid flow of the estimated
+        # rotations (the identity flow when source and driving poses agree). With the default init the two heads
+        # read batch-normalised features and give |t|, |δ| ~ 1 in training mode: the K flows then point far outside
+        # the volume (|w(p) - p| ~ 2.6 voxels at tiny scale, keypoints at |x| up to 3), the generator starts from
+        # garbage warps, and the priors' gradients on H/Δ drown the reconstruction's (benchmarks/osfv_diagnose.py).
+        for head in (self.translation, self.expression):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
 
     def forward(self, image: Tensor) -> dict[str, Tensor]:
         """Args: image (b, 3, H, W). Returns: the pose and expression dict of the class docstring."""
