@@ -123,6 +123,13 @@ def _matmul33(a: Tensor, b: Tensor) -> Tensor:
     return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
 
 
+# The Gaussians' tails underflow into float32's subnormal range (below 2^-126), which x86 CPUs compute up to ~100x
+# slower: the motion estimator's hourglass convolutions read these heatmaps, and at the tiny scale that cost about
+# a tenth of the training step. Values below 2^-100 become 0 instead; the rest, and the differences of two heatmaps
+# (multiples of 2^-123 once both values are at least 2^-100), stay out of the subnormal range.
+_NEGLIGIBLE = 2.0**-100
+
+
 def keypoint_heatmaps(keypoints: Tensor, shape: tuple[int, int, int], variance: float = 0.01) -> Tensor:
     """Unnormalised Gaussians exp(-|p - x_k|^2 / (2 variance)) around each keypoint, over a volume's voxel centres.
 
@@ -132,12 +139,13 @@ def keypoint_heatmaps(keypoints: Tensor, shape: tuple[int, int, int], variance: 
         variance: Gaussian variance in normalised units (face-vid2vid's 0.01).
 
     Returns:
-        (b, k, d, h, w) values in (0, 1].
+        (b, k, d, h, w) values in [0, 1]: those below 2^-100 are 0 (see ``_NEGLIGIBLE``).
     """
     assert_shape(keypoints, "b k 3")
     grid = coordinate_grid_3d(*shape, device=keypoints.device, dtype=keypoints.dtype)
     squared = (grid[None, None] - keypoints[:, :, None, None, None, :]).pow(2).sum(-1)
-    return torch.exp(-0.5 * squared / variance)
+    heatmaps = torch.exp(-0.5 * squared / variance)
+    return heatmaps.masked_fill(heatmaps < _NEGLIGIBLE, 0.0)
 
 
 def warp_volume(volume: Tensor, flow: Tensor) -> Tensor:

@@ -117,6 +117,18 @@ def test_keypoint_heatmaps_peak_at_the_keypoint_voxel():
     assert heat[0, 0, 1, 2, 6].item() == pytest.approx(torch.exp(torch.tensor(-3.125)).item(), rel=1e-5)
 
 
+def test_keypoint_heatmaps_have_no_subnormal_tails():
+    # Subnormal floats are ~100x slower on x86 CPUs; the motion estimator's convolutions read these heatmaps.
+    keypoints = torch.rand(2, 5, 3) * 2 - 1
+    heat = keypoint_heatmaps(keypoints, (8, 16, 16), variance=0.01)
+    grid = coordinate_grid_3d(8, 16, 16)
+    exact = torch.exp(-0.5 * (grid[None, None] - keypoints[:, :, None, None, None]).pow(2).sum(-1) / 0.01)
+    assert (exact[exact > 0] < torch.finfo(torch.float32).tiny).any()  # the case the flush is for
+    torch.testing.assert_close(heat, exact, rtol=0, atol=2.0**-100)
+    for values in (heat, heat - keypoint_heatmaps(keypoints.flip(1), (8, 16, 16), variance=0.01)):
+        assert not ((values != 0) & (values.abs() < torch.finfo(torch.float32).tiny)).any()
+
+
 @pytest.mark.parametrize("index", [0, 1, 33, 65])
 def test_pose_bins_to_degrees_of_a_peaked_bin(index):
     logits = torch.full((2, 66), -50.0)
