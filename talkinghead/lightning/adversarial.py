@@ -1,10 +1,15 @@
 """The adversarial training loop shared by the talking-head models.
 
-Subclasses implement three hooks and nothing else of the loop:
+Subclasses implement three hooks and nothing else of the loop, and may share one discriminator pass:
 
 - ``run_generator(batch) -> outputs``: the generator side's forward pass;
-- ``generator_losses(batch, outputs) -> {term: scalar}``: unweighted generator-side terms;
-- ``discriminator_losses(batch, outputs) -> {term: scalar}``: unweighted discriminator terms (outputs detached).
+- ``generator_losses(batch, outputs, real) -> {term: scalar}``: unweighted generator-side terms;
+- ``discriminator_losses(batch, outputs, real) -> {term: scalar}``: unweighted discriminator terms (outputs
+  detached);
+- ``judge_real(batch) -> real`` (optional): D's outputs on the batch's real images, computed once per batch with
+  D's gradient and handed to both loss hooks (the generator step's feature matching reads them detached, the first
+  discriminator step's hinge trains D through them; D's weights do not change in between). The default, None,
+  leaves the hooks to run D on the real images themselves, as they must when called on their own.
 
 The base weights the terms with ``loss_weights`` (terms whose weight is 0 are neither computed nor logged: a
 subclass asks ``self.wants(term)``), steps the two optimizers (manual optimisation, ``discriminator_steps`` D
@@ -122,11 +127,17 @@ class AdversarialModule(L.LightningModule):
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                         real: Any = None) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                             real: Any = None) -> dict[str, Tensor]:
         raise NotImplementedError
+
+    def judge_real(self, batch: Mapping[str, Any]) -> Any:
+        """D's outputs on the batch's real images for both loss hooks (see the module docstring); None: none shared."""
+        return None
 
     # -- shared machinery ----------------------------------------------------------------------------------------
 
@@ -202,25 +213,32 @@ class AdversarialModule(L.LightningModule):
         return {"driving": batch["driving"], "prediction": self.reconstruct_batch(batch),
                 "video": batch.get("video"), "frame_index": batch.get("frame_index")}
 
-    def _step(self, optimizer: Any, loss: Tensor) -> None:
-        self.toggle_optimizer(optimizer)
+    def _update(self, optimizer: Any, loss: Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         optimizer.step()
+
+    def _step(self, optimizer: Any, loss: Tensor) -> None:
+        self.toggle_optimizer(optimizer)
+        self._update(optimizer, loss)
         self.untoggle_optimizer(optimizer)
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         generator_optimizer, discriminator_optimizer = self.optimizers()
         batch_size = next(v for v in batch.values() if isinstance(v, Tensor)).shape[0]
 
+        real = self.judge_real(batch)  # before the generator step freezes D: the first D step trains through it
+        # Only the generator side's weights take part in the generator step's graph (D's would be discarded).
+        self.toggle_optimizer(generator_optimizer)
         outputs = self.run_generator(batch)
-        g_terms = self.generator_losses(batch, outputs)
+        g_terms = self.generator_losses(batch, outputs, real)
         g_total = self.weighted_sum(g_terms)
-        self._step(generator_optimizer, g_total)
+        self._update(generator_optimizer, g_total)
+        self.untoggle_optimizer(generator_optimizer)
 
         detached = detach_outputs(outputs)
-        for _ in range(self.discriminator_steps):
-            d_terms = self.discriminator_losses(batch, detached)
+        for step in range(self.discriminator_steps):
+            d_terms = self.discriminator_losses(batch, detached, real if step == 0 else None)  # D moves after 1
             d_total = self.weighted_sum(d_terms)
             self._step(discriminator_optimizer, d_total)
 

@@ -91,7 +91,8 @@ class _FSTHStage(AdversarialModule):
         """D's output as the generator's terms see it (by default the same as ``judge``)."""
         return self.judge(image, sketch, batch)
 
-    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                         real: Any = None) -> dict[str, Tensor]:
         target, prediction, sketch = batch["driving"], outputs["prediction"], outputs["sketch"]
         terms: dict[str, Tensor] = {}
         if self.wants("l1"):
@@ -106,7 +107,8 @@ class _FSTHStage(AdversarialModule):
             terms["feature_matching"] = self.feature_matching(self.judge_for_generator(target, sketch, batch), fake)
         return {name: value for name, value in terms.items() if self.wants(name)}
 
-    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                             real: Any = None) -> dict[str, Tensor]:
         real = self.judge(batch["driving"], outputs["sketch"], batch)
         fake = self.judge(outputs["prediction"], outputs["sketch"], batch)
         return {"discriminator": self.discriminator_hinge(real, fake)}
@@ -210,8 +212,9 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
     def judge_for_generator(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
         return self.projection_discriminator(torch.cat([image, sketch], dim=1), column=self.fixed_video_column(batch))
 
-    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
-        terms = super().generator_losses(batch, outputs)
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                         real: Any = None) -> dict[str, Tensor]:
+        terms = super().generator_losses(batch, outputs, real)
         if self.wants("embedding_match"):
             column = self.projection_discriminator.video_embeddings(batch["video_index"])
             terms["embedding_match"] = self.embedding_match(outputs["embedding"], column)

@@ -123,7 +123,8 @@ class _LPDStage(AdversarialModule):
             return None
         return self.dice(mask[known], target_mask[known])
 
-    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                         real: Any = None) -> dict[str, Tensor]:
         prediction, target = outputs["prediction"], outputs["target"]
         terms: dict[str, Tensor] = {}
         if self.wants("l1"):
@@ -143,7 +144,8 @@ class _LPDStage(AdversarialModule):
                 terms["dice"] = dice
         return {name: value for name, value in terms.items() if self.wants(name)}
 
-    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+    def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                             real: Any = None) -> dict[str, Tensor]:
         real, fake = self.judge(outputs["target"], batch), self.judge(outputs["prediction"], batch)
         return {"discriminator": self.discriminator_hinge(real, fake)}
 
@@ -249,8 +251,9 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
     def judge_for_generator(self, image: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
         return self.projection_discriminator(image, column=self.fixed_video_column(batch))
 
-    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
-        terms = super().generator_losses(batch, outputs)
+    def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
+                         real: Any = None) -> dict[str, Tensor]:
+        terms = super().generator_losses(batch, outputs, real)
         if self.wants("identity_match"):
             column = self.projection_discriminator.video_embeddings(batch["video_index"])
             terms["identity_match"] = self.identity_match(outputs["identity"], column)

@@ -1,0 +1,125 @@
+"""OSFV's training step against its pre-issue-13 formulation: same losses and gradients, less work.
+
+The step now judges the driving frames with D once per batch (feature-matching targets and the first D step's
+hinge), keeps D's weights out of the generator step's graph and flushes the subnormal tails of M's keypoint
+heatmaps. The old step is written out here (``old_training_step``, ``old_keypoint_heatmaps``) and both run one
+batch through a Trainer from the same weights and random state.
+"""
+
+import copy
+from importlib import resources
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+
+import talkinghead.flows
+from talkinghead.cli import TalkingHeadCLI
+from talkinghead.lightning.adversarial import detach_outputs
+
+TINY = str(resources.files("talkinghead.lightning_configs") / "osfv" / "tiny.yaml")
+
+
+def old_training_step(self, batch, batch_idx):
+    """AdversarialModule.training_step before issue 13: the hooks, called without a shared judgement, run D on the
+    driving frames in the generator step and again in the discriminator step, and each optimizer is toggled only
+    around its own backward (so the generator step's graph runs through D's weights too)."""
+    generator_optimizer, discriminator_optimizer = self.optimizers()
+    outputs = self.run_generator(batch)
+    g_terms = self.generator_losses(batch, outputs)
+    self._step(generator_optimizer, self.weighted_sum(g_terms))
+    d_terms = self.discriminator_losses(batch, detach_outputs(outputs))
+    self._step(discriminator_optimizer, self.weighted_sum(d_terms))
+    self.log_dict({f"train/g/{k}": v.detach() for k, v in g_terms.items()}
+                  | {f"train/d/{k}": v.detach() for k, v in d_terms.items()})
+
+
+def old_keypoint_heatmaps(keypoints, shape, variance=0.01):
+    grid = talkinghead.flows.coordinate_grid_3d(*shape, device=keypoints.device, dtype=keypoints.dtype)
+    squared = (grid[None, None] - keypoints[:, :, None, None, None, :]).pow(2).sum(-1)
+    return torch.exp(-0.5 * squared / variance)
+
+
+def converge_spectral_norms(module):
+    """Sets every spectral-norm power iteration to its fixed point, the top singular vectors of the weight.
+
+    Each D forward in training mode runs one power iteration; the new step runs D three times per batch instead of
+    four, so from unconverged vectors its sigma estimates would be one iteration apart from the old step's.
+    """
+    for layer in module.modules():
+        if hasattr(layer, "parametrizations"):
+            weight = layer.parametrizations.weight.original.detach().flatten(1)
+            v = torch.linalg.svd(weight, full_matrices=False).Vh[0]
+            for parametrization in layer.parametrizations.weight:
+                parametrization._v.copy_(v)
+                parametrization._u.copy_(F.normalize(weight @ v, dim=0))
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    cli = TalkingHeadCLI(args=["--config", TINY, "--data.init_args.shards=unused", "--trainer.logger=false"],
+                         run=False)
+    converge_spectral_norms(cli.model.patch_discriminator)
+    return cli.model
+
+
+@pytest.fixture(scope="module")
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return {"source": torch.rand(2, 3, 64, 64, generator=g), "driving": torch.rand(2, 3, 64, 64, generator=g),
+            "driving_pose": torch.randn(2, 6, generator=g)}
+
+
+def one_step(model, batch, callbacks=()):
+    """One G step and one D step through a Trainer; the logged terms and every parameter's gradient after it (the
+    generator side's from the G step, D's from the D step)."""
+    torch.manual_seed(1)  # the equivariance loss's random warp
+    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        callbacks=list(callbacks))
+    trainer.fit(model, torch.utils.data.DataLoader([batch], batch_size=None))
+    terms = {k: v.item() for k, v in trainer.callback_metrics.items() if k != "train/d/total" and k != "train/g/total"}
+    return terms, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def old_step_of(model, batch):
+    reference = copy.deepcopy(model)
+    reference.training_step = old_training_step.__get__(reference)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(talkinghead.flows, "keypoint_heatmaps", old_keypoint_heatmaps)
+        return one_step(reference, batch)
+
+
+def network_of(name):
+    return ".".join(name.split(".")[:2])  # networks.motion, patch_discriminator.discriminators
+
+
+def test_step_gives_the_old_losses_and_gradients(tiny_model, batch):
+    terms, grads = one_step(copy.deepcopy(tiny_model), batch)
+    old_terms, old_grads = old_step_of(tiny_model, batch)
+    assert terms.keys() == old_terms.keys() and len(terms) >= 8
+    for name, value in old_terms.items():
+        assert terms[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
+    assert grads.keys() == old_grads.keys()
+    assert any(name.startswith("patch_discriminator") for name in grads)
+    # Per network, against its largest gradient: conv biases in front of BatchNorm have gradient 0 up to rounding.
+    scale = {}
+    for name, grad in old_grads.items():
+        scale[network_of(name)] = max(scale.get(network_of(name), 0.0), grad.abs().max().item())
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, old_grads[name], rtol=1e-4, atol=1e-5 * scale[network_of(name)], msg=name)
+
+
+def test_discriminator_judges_the_driving_frames_once_per_batch(tiny_model, batch):
+    model = copy.deepcopy(tiny_model)
+    judged = []
+    model.patch_discriminator.register_forward_pre_hook(
+        lambda module, args: judged.append("real" if torch.equal(args[0], batch["driving"]) else "fake"))
+    grads_of_d = []
+    for parameter in model.patch_discriminator.parameters():
+        parameter.register_hook(lambda grad: grads_of_d.append(grad))
+    one_step(model, batch)
+    assert judged == ["real", "fake", "fake"]  # D(driving), then D(G(x)) in the G step and in the D step
+    # Only the D step computes D's weight gradients: the generator step's graph holds D's weights frozen.
+    assert len(grads_of_d) == len(list(model.patch_discriminator.parameters()))
