@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from talkinghead.flows import transform_keypoints
 from talkinghead.geometry import rotation_matrix
-from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
+from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli, to_channels_last
 from talkinghead.losses import (
     DeformationPriorLoss,
     DiscriminatorHingeLoss,
@@ -106,6 +106,9 @@ class OSFVModule(AdversarialModule):
         generator_optimizer: optimizer for F, L, H/Δ, M and G (default Adam 2e-4, betas 0.5/0.999).
         discriminator_optimizer: optimizer for D (default Adam 2e-4, betas 0.5/0.999).
         ema_decay: decay of an EMA of the generator side used for inference; None for none.
+        channels_last: keep the conv weights, and so the activations, channels-last (NHWC / NDHWC) in training;
+            None does so on the CPU only, where oneDNN runs the tiny step ~1.3x faster in that layout, and leaves
+            GPU runs in PyTorch's default layout (not measured there yet).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class OSFVModule(AdversarialModule):
         generator_optimizer: OptimizerCallable | None = None,
         discriminator_optimizer: OptimizerCallable | None = None,
         ema_decay: float | None = None,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -164,8 +168,19 @@ class OSFVModule(AdversarialModule):
         self.keypoint_prior = KeypointPriorLoss()
         self.head_pose_loss = HeadPoseLoss(None if hopenet_weights is None else load_hopenet(hopenet_weights))
         self.deformation_prior = DeformationPriorLoss()
+        self.channels_last = channels_last
 
     # -- the adversarial hooks -----------------------------------------------------------------------------------
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last or (self.channels_last is None and self._runs_on_cpu()):
+            to_channels_last(self)  # before the EMA copies the generator side and DDP wraps the module
+        super().setup(stage)
+
+    def _runs_on_cpu(self) -> bool:
+        # Called by a Trainer before it moves the module to its device; scripts also call setup without one.
+        device = self.device if self._trainer is None else self.trainer.strategy.root_device
+        return device.type == "cpu"
 
     def generator_side(self) -> nn.Module:
         return self.networks
