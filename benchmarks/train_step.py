@@ -1,0 +1,238 @@
+"""Time of one G+D training step (``training_step``: G forward, losses and update, then the D update) on synthetic
+batches held in memory, so data loading is not timed::
+
+    python benchmarks/train_step.py --model osfv --size 64 --batch 16 --steps 10          # the tiny config
+    python benchmarks/train_step.py --model osfv --size 64 --batch 16 --compare           # vs the old step, one run
+    python benchmarks/train_step.py --model osfv --size 256 --batch 4 --steps 1 --warmup 0 \\
+        --config lightning_configs/osfv/vox256.yaml                                        # paper scale
+    python benchmarks/train_step.py --model osfv --size 256 --batch 4 --device cuda --precision bf16-mixed \\
+        --config lightning_configs/osfv/vox256.yaml --compare
+
+The module comes from the config through ``TalkingHeadCLI(run=False)`` (extra arguments after ``--`` are
+LightningCLI overrides, e.g. ``-- --model.init_args.channels_last=false``); its own ``training_step`` runs under a
+plain one-device Trainer, which applies ``--precision`` (bf16-mixed: torch.autocast). Prints the median step time,
+samples/s and peak memory: the process's peak RSS on the CPU (building the module included, and with
+``--compare`` the larger of the two), ``torch.cuda.max_memory_allocated`` over each formulation's steps on a GPU.
+
+``--compare`` also times the step as it was before issue 13 on a copy of the same module (``Reference``): the
+discriminator judges the real frames in the generator step and again in the discriminator step, the generator
+step's graph runs through D's weights, the motion estimator's keypoint heatmaps keep their subnormal tails, and the
+weights keep PyTorch's default layout. The two alternate in ``--rounds`` rounds, so machine load hits both alike.
+``--profile`` adds torch.profiler's most expensive operators over the last round's timed steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from importlib import resources
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+import talkinghead.flows
+from talkinghead.cli import TalkingHeadCLI
+from talkinghead.lightning.adversarial import detach_outputs
+
+CONFIGS = {"osfv": ("osfv", "tiny.yaml")}
+# The Trainer the config names is replaced by a one-device one here; these keep a paper (GPU, DDP, wandb) config
+# instantiable on any machine.
+NEUTRAL_TRAINER = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
+                   "--trainer.precision=32-true", "--trainer.sync_batchnorm=false", "--trainer.logger=false"]
+
+
+class Reference:
+    """The pre-issue-13 formulation of the OSFV step, applied to a copy of the module (see the docstring)."""
+
+    @staticmethod
+    def training_step(self: Any, batch: Mapping[str, Any], batch_idx: int) -> None:
+        """``AdversarialModule.training_step`` as it was: the loss hooks called without a shared real judgement
+        run D on the real frames themselves, and ``_step`` toggles each optimizer only around its backward."""
+        generator_optimizer, discriminator_optimizer = self.optimizers()
+        outputs = self.run_generator(batch)
+        g_total = self.weighted_sum(self.generator_losses(batch, outputs))
+        self._step(generator_optimizer, g_total)
+        detached = detach_outputs(outputs)
+        for _ in range(self.discriminator_steps):
+            self._step(discriminator_optimizer, self.weighted_sum(self.discriminator_losses(batch, detached)))
+        if self.generator_ema is not None:
+            self.generator_ema.update_parameters(self.generator_side())
+
+    @staticmethod
+    def keypoint_heatmaps(keypoints: Tensor, shape: tuple[int, int, int], variance: float = 0.01) -> Tensor:
+        """The Gaussians with their subnormal tails."""
+        grid = talkinghead.flows.coordinate_grid_3d(*shape, device=keypoints.device, dtype=keypoints.dtype)
+        squared = (grid[None, None] - keypoints[:, :, None, None, None, :]).pow(2).sum(-1)
+        return torch.exp(-0.5 * squared / variance)
+
+    @classmethod
+    def of(cls, module: L.LightningModule) -> L.LightningModule:
+        reference = copy.deepcopy(module)
+        reference.training_step = cls.training_step.__get__(reference)
+        if hasattr(reference, "channels_last"):
+            reference.channels_last = False
+        return reference
+
+    @classmethod
+    @contextmanager
+    def heatmaps(cls) -> Iterator[None]:
+        current = talkinghead.flows.keypoint_heatmaps
+        talkinghead.flows.keypoint_heatmaps = cls.keypoint_heatmaps
+        try:
+            yield
+        finally:
+            talkinghead.flows.keypoint_heatmaps = current
+
+
+def random_batch(size: int, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """Uniform noise images and random pose labels (yaw, pitch, roll within +-30 degrees, small translations)."""
+    pose = torch.cat([(torch.rand(batch, 3, generator=generator) - 0.5) * 60,
+                      (torch.rand(batch, 3, generator=generator) - 0.5) * 0.2], dim=1)
+    return {"source": torch.rand(batch, 3, size, size, generator=generator),
+            "driving": torch.rand(batch, 3, size, size, generator=generator), "driving_pose": pose}
+
+
+def head_batch(size: int, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
+    """First and last frames of rendered synthetic-head clips (one person each) and the last frame's pose."""
+    from talkinghead.datamodules.synthetic_heads import synthetic_clip
+
+    source, driving, pose = [], [], []
+    for index in range(batch):
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+        clip = synthetic_clip(seed, index, clip=0, frames=8, size=size)
+        frames = clip.frames.permute(0, 3, 1, 2).float() / 255
+        source.append(frames[0])
+        driving.append(frames[-1])
+        pose.append(clip.pose[-1])
+    return {"source": torch.stack(source), "driving": torch.stack(driving), "driving_pose": torch.stack(pose)}
+
+
+class StepTimer(L.Callback):
+    """Wall time of each training step after ``warmup`` steps (the batch is on the device already), optionally
+    under torch.profiler; resets the GPU's peak-memory counter when timing starts."""
+
+    def __init__(self, warmup: int, profiler: torch.profiler.profile | None) -> None:
+        self.warmup, self.profiler = warmup, profiler
+        self.times: list[float] = []
+        self.device = torch.device("cpu")
+        self._start = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self.device = pl_module.device
+        if batch_idx == self.warmup:
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            if self.profiler is not None:
+                self.profiler.start()
+        self._sync()
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self._sync()
+        if batch_idx >= self.warmup:
+            self.times.append(time.perf_counter() - self._start)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.profiler is not None and len(self.times) > 0:
+            self.profiler.stop()
+
+
+def time_steps(module: L.LightningModule, batches: list[dict[str, Tensor]], steps: int, warmup: int,
+               args: argparse.Namespace, profiler: torch.profiler.profile | None) -> tuple[list[float], float | None]:
+    """Per-step seconds of ``steps`` timed steps after ``warmup``, and the peak GPU memory in GiB (None on CPU)."""
+    timer = StepTimer(warmup, profiler)
+    loader = [batches[i % len(batches)] for i in range(warmup + steps)]
+    trainer = L.Trainer(accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1,
+                        precision=args.precision, max_steps=2 * len(loader), max_epochs=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+    # Two optimizers: global_step counts G and D steps, 2 per batch.
+    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(loader, batch_size=None))
+    peak = torch.cuda.max_memory_allocated(timer.device) / 2**30 if timer.device.type == "cuda" else None
+    return timer.times, peak
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=sorted(CONFIGS), default="osfv")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--config", help="LightningCLI config (default: the model's tiny config)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps (per formulation with --compare)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed run")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare: alternations of the two")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
+    parser.add_argument("--data", choices=["random", "heads"], default="random",
+                        help="noise images or rendered synthetic heads")
+    parser.add_argument("--batches", type=int, default=2, help="distinct batches cycled through")
+    parser.add_argument("--compare", action="store_true", help="also time the pre-issue-13 step (see above)")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", help="LightningCLI overrides after --")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    folder, name = CONFIGS[args.model]
+    config = args.config or str(resources.files("talkinghead.lightning_configs") / folder / name)
+    sys.argv = sys.argv[:1]  # LightningCLI reads only the args given here
+    cli = TalkingHeadCLI(args=["--config", config, "--data.init_args.shards=unused",
+                               f"--data.init_args.image_size={args.size}", f"--seed_everything={args.seed}",
+                               *NEUTRAL_TRAINER, *args.overrides], run=False)
+    generator = torch.Generator().manual_seed(args.seed)
+    make = random_batch if args.data == "random" else head_batch
+    batches = [make(args.size, args.batch, generator) for _ in range(args.batches)]
+
+    formulations = {"current": (cli.model, nullcontext)}
+    if args.compare:
+        formulations["reference"] = (Reference.of(cli.model), Reference.heatmaps)
+    rounds = args.rounds if args.compare else 1
+    per_round = [args.steps // rounds + (i < args.steps % rounds) for i in range(rounds)]
+    times: dict[str, list[float]] = {name: [] for name in formulations}
+    peaks: dict[str, float | None] = {}
+    profilers = {name: torch.profiler.profile() if args.profile else None for name in formulations}
+    for index, steps in enumerate(per_round):
+        for name, (module, context) in formulations.items():
+            profiler = profilers[name] if index == rounds - 1 else None  # a profiler starts once
+            with context():
+                seconds, peak = time_steps(module, batches, steps, args.warmup, args, profiler)
+            times[name] += seconds
+            peaks[name] = max(peaks.get(name) or 0.0, peak) if peak is not None else None
+
+    print(f"\n{args.model} {config}: {args.size} px, batch {args.batch}, {args.device} {args.precision}, "
+          f"{torch.get_num_threads()} thread(s), {args.data} data, {args.steps} timed steps"
+          f"{f' per formulation in {rounds} rounds' if args.compare else ''}")
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        memory = "" if peaks[name] is None else f"  peak GPU memory {peaks[name]:.2f} GiB"
+        print(f"  {name:<10} median step {median * 1e3:8.1f} ms  (min {min(seconds) * 1e3:.1f}, "
+              f"max {max(seconds) * 1e3:.1f})  {args.batch / median:7.2f} samples/s{memory}")
+    if args.compare:
+        ratio = statistics.median(times["reference"]) / statistics.median(times["current"])
+        print(f"  speed-up of current over reference (median step): {ratio:.2f}x")
+    if not args.device.startswith("cuda"):
+        print(f"  peak RSS of the process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
+    for name, profiler in profilers.items():
+        if profiler is not None:
+            print(f"\n{name}: torch.profiler over the last round's timed steps")
+            key = "self_device_time_total" if args.device.startswith("cuda") else "self_cpu_time_total"
+            print(profiler.key_averages().table(sort_by=key, row_limit=20))
+
+
+if __name__ == "__main__":
+    main()
