@@ -149,6 +149,11 @@ class AdversarialModule(L.LightningModule):
                              real: Any = None) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    def uses_discriminator(self) -> bool:
+        """Whether any generator-side term reads D; when none does (an adversarial-free recipe, e.g. a CPU one),
+        the discriminator is neither run nor stepped and Lightning's global_step advances once per batch."""
+        return True
+
     def judge_real(self, batch: Mapping[str, Any]) -> Any:
         """D's outputs on the batch's real images for both loss hooks (see the module docstring); None: none shared."""
         return None
@@ -189,6 +194,9 @@ class AdversarialModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # load_from_checkpoint runs no setup: the average must exist before its saved state is loaded into it.
         self._make_ema()
+        from talkinghead.lightning.slim import complete_inference_checkpoint
+
+        complete_inference_checkpoint(self, checkpoint)  # inference-only files hold the generator side alone
 
     def _make_ema(self) -> None:
         if self.ema_decay is not None and self.generator_ema is None:
@@ -241,7 +249,8 @@ class AdversarialModule(L.LightningModule):
         generator_optimizer, discriminator_optimizer = self.optimizers()
         batch_size = next(v for v in batch.values() if isinstance(v, Tensor)).shape[0]
 
-        real = self.judge_real(batch)  # before the generator step freezes D: the first D step trains through it
+        adversarial = self.uses_discriminator()
+        real = self.judge_real(batch) if adversarial else None  # before the G step freezes D: D step 1 uses it
         # Only the generator side's weights take part in the generator step's graph (D's would be discarded).
         self.toggle_optimizer(generator_optimizer)
         outputs = self.run_generator(batch)
@@ -251,7 +260,8 @@ class AdversarialModule(L.LightningModule):
         self.untoggle_optimizer(generator_optimizer)
 
         detached = detach_outputs(outputs)
-        for step in range(self.discriminator_steps):
+        d_terms: dict[str, Tensor] = {}
+        for step in range(self.discriminator_steps if adversarial else 0):
             d_terms = self.discriminator_losses(batch, detached, real if step == 0 else None)  # D moves after 1
             d_total = self.weighted_sum(d_terms)
             self._step(discriminator_optimizer, d_total)
@@ -259,7 +269,8 @@ class AdversarialModule(L.LightningModule):
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator_side())
         logs = {f"train/g/{k}": v.detach() for k, v in g_terms.items()}
-        logs |= {f"train/d/{k}": v.detach() for k, v in d_terms.items()}
-        logs["train/d/total"] = d_total.detach()
+        if d_terms:
+            logs |= {f"train/d/{k}": v.detach() for k, v in d_terms.items()}
+            logs["train/d/total"] = d_total.detach()
         self.log_dict(logs, batch_size=batch_size)
         self.log("train/g/total", g_total.detach(), prog_bar=True, batch_size=batch_size)

@@ -228,6 +228,9 @@ class OSFVModule(AdversarialModule):
                                   driving_pose["rotation"])
         return {**outputs, "canonical": canonical, "driving_kp": driving_kp, "driving_pose": driving_pose}
 
+    def uses_discriminator(self) -> bool:
+        return self.wants("gan") or self.wants("feature_matching")
+
     def judge_real(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """D(driving) once per batch: the feature-matching targets (read detached) and the first D step's real
         logits (D's weights do not change in between). With spectral norm in D, one D pass fewer also means one
