@@ -21,10 +21,11 @@ SUBPACKAGES = [
     "talkinghead.face",
     "talkinghead.preprocess",
     "talkinghead.metrics",
+    "talkinghead.assets",
 ]
 
 setup(
     packages=[*PACKAGE_DIR, *SUBPACKAGES],
     package_dir=PACKAGE_DIR,
-    package_data={"talkinghead.lightning_configs": ["*.yaml", "*/*.yaml"]},
+    package_data={"talkinghead.lightning_configs": ["*.yaml", "*/*.yaml"], "talkinghead.assets": ["*.ckpt"]},
 )
