@@ -51,7 +51,7 @@ def load_clips(folder: Path, size: int) -> list[dict[str, torch.Tensor]]:
 
 
 def sample_batch(clips: list[dict], batch_size: int, rng: random.Random, same: bool = False) -> dict:
-    source, driving, pose = [], [], []
+    source, driving, pose, source_pose = [], [], [], []
     for _ in range(batch_size):
         clip = clips[rng.randrange(len(clips))]
         i, j = rng.sample(range(len(clip["image"])), 2)
@@ -59,7 +59,9 @@ def sample_batch(clips: list[dict], batch_size: int, rng: random.Random, same: b
         source.append(clip["image"][i])
         driving.append(clip["image"][j])
         pose.append(clip["pose"][j])
-    return {"source": torch.stack(source), "driving": torch.stack(driving), "driving_pose": torch.stack(pose)}
+        source_pose.append(clip["pose"][i])
+    return {"source": torch.stack(source), "driving": torch.stack(driving), "driving_pose": torch.stack(pose),
+            "source_pose": torch.stack(source_pose)}
 
 
 def train_step(module: OSFVModule, optimizers: list, batch: dict) -> dict[str, float]:
@@ -101,8 +103,37 @@ def data(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return load_clips(train, args.size), load_clips(val, args.size)
 
 
+def teacher_forced_pose(module: OSFVModule) -> None:
+    """Experiment: in training, the flows use the shards' exact rotations instead of H's (H still learns from the
+    head-pose loss); inference keeps H's."""
+    from talkinghead.geometry import rotation_matrix
+
+    run = module.run_generator
+
+    def run_generator(batch: dict) -> dict:
+        estimate = module.estimate_pose
+
+        def labelled(networks, image):
+            pose = estimate(networks, image)
+            for role in ("source", "driving"):
+                if image is batch[role]:
+                    label = batch[f"{role}_pose"]
+                    pose["rotation"] = rotation_matrix(label[:, 0], label[:, 1], label[:, 2])
+            return pose
+
+        module.estimate_pose = labelled
+        try:
+            return run(batch)
+        finally:
+            module.estimate_pose = estimate
+
+    module.run_generator = run_generator
+
+
 def run_training(args: argparse.Namespace, clips: list[dict], same: bool, val: list[dict] | None) -> None:
     module = build_module(args.config, args.overrides).train()
+    if args.teacher_pose:
+        teacher_forced_pose(module)
     optimizers = module.configure_optimizers()
     rng = random.Random(1)
     start = time.perf_counter()
@@ -115,6 +146,14 @@ def run_training(args: argparse.Namespace, clips: list[dict], same: bool, val: l
                 vm, vc, vl1 = score_pairs(module, val, 32, seed=7, same=same)
                 line += f" | held-out PSNR {vm:6.2f} (copy {vc:6.2f}) L1 {vl1:.4f}"
             print(line + "  " + " ".join(f"{k}={v:.3g}" for k, v in terms.items()), flush=True)
+    with torch.no_grad(), module.evaluating() as networks:
+        batch = sample_batch(val if val is not None else clips, 16, random.Random(7), same=same)
+        feature = networks["appearance"](batch["source"])
+        canonical = networks["canonical_keypoints"](batch["source"])["keypoints"]
+        poses = [module.estimate_pose(networks, batch[role]) for role in ("source", "driving")]
+        motion = networks["motion"](feature, *(module.keypoints(canonical, p) for p in poses),
+                                    poses[0]["rotation"], poses[1]["rotation"])
+        print(f"M's background (identity) flow share of the volume: {motion['masks'][:, 0].mean():.3f}")
     if args.save:
         torch.save(module.state_dict(), Path(args.out) / f"{args.save}.pt")
         from PIL import Image
@@ -214,12 +253,17 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--teacher-pose", action="store_true",
+                        help="experiment: flows use the shards' exact rotations in training (inference uses H's)")
     parser.add_argument("--save", help="name under --out for the trained weights (.pt) and held-out samples (.png: "
                         "source | driving | output | source turned by yaw +20)")
+    parser.add_argument("--recipe", action="store_true", help="layer lightning_configs/osfv/cpu_recipe.yaml on --config")
     args, overrides = parser.parse_known_args()  # the rest: LightningCLI overrides, e.g. --model.init_args...
     args.overrides = [o for o in overrides if o != "--"]
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if args.recipe:
+        args.overrides = ["--config", str(Path(args.config).with_name("cpu_recipe.yaml")), *args.overrides]
     train, val = data(args)
     if args.mode == "overfit":
         run_training(args, train[:1], same=False, val=None)

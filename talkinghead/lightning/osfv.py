@@ -109,6 +109,12 @@ class OSFVModule(AdversarialModule):
         channels_last: keep the conv weights, and so the activations, channels-last (NHWC / NDHWC) in training;
             None does so on the CPU only, where oneDNN runs the tiny step ~1.3x faster in that layout, and leaves
             GPU runs in PyTorch's default layout (not measured there yet).
+        flow_rotation_from_labels: not in the paper, for short runs on labelled (synthetic) data: in training the
+            first-order flows use the rotations of the batch's stored pose labels (rows without labels keep H's),
+            while H still learns them through the head-pose loss; inference always uses H. Early H is wrong by
+            10-15 degrees of yaw, so the rigid keypoint flows mislead and M learns to route 95% of the volume
+            through the identity (background) flow, after which the motion path hardly learns; with exact
+            rotations M keeps using the keypoint flows (benchmarks/osfv_diagnose.py --teacher-pose).
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class OSFVModule(AdversarialModule):
         discriminator_optimizer: OptimizerCallable | None = None,
         ema_decay: float | None = None,
         channels_last: bool | None = None,
+        flow_rotation_from_labels: bool = False,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -169,6 +176,7 @@ class OSFVModule(AdversarialModule):
         self.head_pose_loss = HeadPoseLoss(None if hopenet_weights is None else load_hopenet(hopenet_weights))
         self.deformation_prior = DeformationPriorLoss()
         self.channels_last = channels_last
+        self.flow_rotation_from_labels = flow_rotation_from_labels
 
     # -- the adversarial hooks -----------------------------------------------------------------------------------
 
@@ -223,6 +231,9 @@ class OSFVModule(AdversarialModule):
         canonical = networks["canonical_keypoints"](source)["keypoints"]
         source_pose = self.estimate_pose(networks, source)
         driving_pose = self.estimate_pose(networks, driving)
+        if self.flow_rotation_from_labels and self.training:
+            source_pose = with_labelled_rotation(source_pose, batch.get("source_pose"))
+            driving_pose = with_labelled_rotation(driving_pose, batch.get("driving_pose"))
         source_kp, driving_kp = self.keypoints(canonical, source_pose), self.keypoints(canonical, driving_pose)
         outputs = self.synthesize(networks, feature, source_kp, driving_kp, source_pose["rotation"],
                                   driving_pose["rotation"])
@@ -362,6 +373,20 @@ class OSFVModule(AdversarialModule):
                     )["prediction"]
                 )
             return torch.cat(outputs)
+
+
+def with_labelled_rotation(pose: dict[str, Tensor], labels: Tensor | None) -> dict[str, Tensor]:
+    """``pose`` with its rotation replaced by that of the stored labels (b, 6: yaw, pitch, roll, ...) on the rows
+    where they are finite; the estimated yaw, pitch and roll (which the head-pose loss reads) stay."""
+    if labels is None:
+        return pose
+    labels = labels.to(pose["rotation"].dtype)
+    known = torch.isfinite(labels[:, :3]).all(-1)
+    if not bool(known.any()):
+        return pose
+    angles = torch.where(known[:, None], labels[:, :3], torch.zeros_like(labels[:, :3]))
+    rotation = rotation_matrix(angles[:, 0], angles[:, 1], angles[:, 2])
+    return {**pose, "rotation": torch.where(known[:, None, None], rotation, pose["rotation"])}
 
 
 def psnr(prediction: Tensor, target: Tensor) -> Tensor:
