@@ -16,8 +16,9 @@ the truth is the frame re-rendered with rotation R_y(d) R and the same translati
 d turns the nose to image left in both. It equals adding d to the pose's Euler yaw only when pitch and roll are 0;
 otherwise Euler yaw + d would turn about the head's pitched axis instead, which is not what the model is asked.
 
-Scores per requested yaw (default -30 .. +30), averaged over clips, for two rows: "model" (the free view) and
-"no turn" (the unturned source, i.e. copying it), both against the truth: PSNR and L1 on the full image and on the
+Scores per requested yaw (default -30 .. +30), averaged over clips, for three rows: "model" (the free view),
+"model, no turn" (the model's output with no turn requested: the control that tells turning from blurring) and
+"no turn" (the unturned source, i.e. copying it), all against the truth: PSNR and L1 on the full image and on the
 foreground ("fg": the union of the truth's and the source's person masks from the renderer — head, hair, neck and
 clothes — so pixels the head leaves or enters both count). A "truth check" group compares the re-rendered
 unturned source with the stored one (about 100 dB on lossless npy shards; codec error on mp4 shards).
@@ -54,6 +55,7 @@ __all__ = [
     "COLUMNS",
     "MODEL",
     "NO_TURN",
+    "MODEL_NO_TURN",
     "COPY_SOURCE",
     "TRUTH_CHECK",
     "Scores",
@@ -71,6 +73,9 @@ FREE_VIEW_TRUTH_YAWS = (-30.0, -20.0, -10.0, 10.0, 20.0, 30.0)  # requested yaw 
 LARGE_MOTION_DEGREES = 15.0  # |yaw_driving - yaw_source| of a large-motion pair
 COLUMNS = ("n", "PSNR", "L1", "PSNR fg", "L1 fg")
 MODEL, NO_TURN, COPY_SOURCE = "model", "no turn", "copy source frame"
+# The model's own output with no turn requested, against the turned truth: the control that separates turning the
+# head from merely blurring it (a blurred image scores better than a sharp misaligned one).
+MODEL_NO_TURN = "model, no turn"
 TRUTH_CHECK = "truth check"
 # Below this the stored frames are not what this renderer draws for their metadata (another renderer version,
 # or edited shards), and the "truth" would be wrong; mp4 shards at crf 18 stay far above it.
@@ -276,8 +281,8 @@ def score_free_view(
     clips = synthetic_clip_sources(shards, num_clips)
     if not clips:
         raise ValueError(f"no clips in {shards!r}")
-    rows = {_group_label(y): {MODEL: _Collector(), NO_TURN: _Collector()} for y in yaws}
-    overall = {MODEL: _Collector(), NO_TURN: _Collector()}
+    rows = {_group_label(y): {MODEL: _Collector(), MODEL_NO_TURN: _Collector(), NO_TURN: _Collector()} for y in yaws}
+    overall = {MODEL: _Collector(), MODEL_NO_TURN: _Collector(), NO_TURN: _Collector()}
     check = _Collector()
     for source, sample in clips:
         stored = decode_clip(sample, [frame])
@@ -291,11 +296,12 @@ def score_free_view(
                 f"clip {sample['__key__']!r}: the stored frame is not what this renderer draws for its metadata "
                 f"(re-rendered PSNR {reproduced:.1f} dB): rewrite the shards with this talkinghead version")
         check.add(base["image"], image, None)
+        still = model.animate(image[0], image, relative=True).float().cpu().clamp(0, 1)
         for yaw in yaws:
             truth = _as_frames(source.render(frame, turned_pose(unturned.pose[0], yaw)), stored.meta, size)
             mask = torch.maximum(truth["mask"], base["mask"])  # (1, 1, s, s): union of the person masks
             output = model.animate(image[0], image, relative=True, yaw=float(yaw)).float().cpu().clamp(0, 1)
-            for name, images in ((MODEL, output), (NO_TURN, image)):
+            for name, images in ((MODEL, output), (MODEL_NO_TURN, still), (NO_TURN, image)):
                 rows[_group_label(yaw)][name].add(images, truth["image"], mask)
                 overall[name].add(images, truth["image"], mask)
     scores: Scores = {group: {name: c.row() for name, c in row.items()} for group, row in rows.items()}
