@@ -11,7 +11,7 @@ the requested yaw) against "no turn"; and writes the held-out learning curve (le
     python benchmarks/osfv_learning.py --minutes 10 --out /tmp/osfv_learning
     python benchmarks/osfv_learning.py --steps 1200 --out /tmp/osfv_learning   # a budget in steps, not time
     python benchmarks/osfv_learning.py --out /tmp/osfv_learning --checkpoint CKPT   # evaluate a saved checkpoint
-    python benchmarks/osfv_learning.py --minutes 55 --out /tmp/osfv_recipe --export talkinghead/assets/osfv_tiny.ckpt
+    python benchmarks/osfv_learning.py --minutes 30 --identities 192 --out /tmp/osfv_tp --export talkinghead/assets/osfv_tiny.ckpt
 """
 
 from __future__ import annotations
@@ -129,14 +129,18 @@ def learning_curve(metrics_csv: Path, out: Path, per_batch: int) -> None:
     """Plots val/psnr (and copying the source) against generator steps from a CSVLogger metrics file."""
     import csv
 
+    rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get("val/psnr")]
+    if rows:
+        plot_curve([(int(r["step"]) // per_batch, float(r["val/psnr"]), float(r["val/copy_source/psnr"]))
+                    for r in rows], out)
+
+
+def plot_curve(points: list[tuple[int, float, float]], out: Path,
+               title: str = "held-out val PSNR: tiny OSFV (red) vs copying the source (grey)") -> None:
+    """A PNG of (generator step, model PSNR, copy-source PSNR) points."""
     from PIL import Image, ImageDraw
 
-    rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get("val/psnr")]
-    if not rows:
-        return
-    steps = [int(r["step"]) // per_batch for r in rows]
-    model = [float(r["val/psnr"]) for r in rows]
-    copy = [float(r["val/copy_source/psnr"]) for r in rows]
+    steps, model, copy = zip(*sorted(points))
     width, height, pad = 640, 360, 48
     low, high = min(model + copy) - 0.5, max(model + copy) + 0.5
     image = Image.new("RGB", (width, height), "white")
@@ -150,10 +154,12 @@ def learning_curve(metrics_csv: Path, out: Path, per_batch: int) -> None:
     for value in range(int(low) + 1, int(high) + 1):
         draw.text((4, xy(0, value)[1] - 6), f"{value} dB", fill="black")
     draw.text((pad, height - pad + 8), "0", fill="black")
-    draw.text((width - pad - 40, height - pad + 8), f"{steps[-1]} G steps", fill="black")
+    draw.text((width - pad - 60, height - pad + 8), f"{steps[-1]} G steps", fill="black")
     draw.line([xy(s, v) for s, v in zip(steps, copy)], fill=(150, 150, 150), width=2)
     draw.line([xy(s, v) for s, v in zip(steps, model)], fill=(200, 30, 30), width=2)
-    draw.text((pad + 8, pad + 6), "held-out val PSNR: tiny OSFV (red) vs copying the source (grey)", fill="black")
+    for s, v in zip(steps, model):
+        draw.ellipse([xy(s, v)[0] - 2, xy(s, v)[1] - 2, xy(s, v)[0] + 2, xy(s, v)[1] + 2], fill=(200, 30, 30))
+    draw.text((pad + 8, pad + 6), title, fill="black")
     image.save(out)
     print(f"learning curve: {out}")
 
