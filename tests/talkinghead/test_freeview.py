@@ -182,6 +182,6 @@ def test_tiny_random_osfv_scores(tiny_cli, shards):
     assert reconstruction["all pairs"][MODEL]["n"] == 2 and math.isfinite(reconstruction["all pairs"][MODEL]["L1 fg"])
     table = format_table(scores)
     assert table.splitlines()[0].split() == ["group", "row", *"n PSNR L1 PSNR fg L1 fg".split()]
-    assert len(table.splitlines()) == 1 + 7
+    assert len(table.splitlines()) == 1 + 3 * 3 + 1  # header, 3 groups x (model, model no turn, no turn), check
     markdown = format_table(reconstruction, markdown=True).splitlines()
     assert markdown[0].startswith("| group | row |") and len(markdown) == 2 + 4
