@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 # Identity ranges of the synthetic people: training (0..), the demo's held-out people (never trained on, and not
 # the ones the recipe was tuned or reported on: benchmarks/osfv_learning.py).
@@ -115,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     trained = out / "osfv_tiny.ckpt"
     if args.minutes > 0:
         print(f"[4/4] continuing training for {args.minutes:g} minutes on {args.identities} synthetic people")
-        _continue_training(args, out, checkpoint, trained)
+        _continue_training(args, out, model, trained)
     else:
         print("[4/4] continued training skipped (--minutes 0)")
         shutil.copyfile(checkpoint, trained)
@@ -126,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _continue_training(args: argparse.Namespace, out: Path, checkpoint: Path, trained: Path) -> None:
-    """Fits the tiny config from the default model's weights for a few minutes, with a progress bar."""
+def _continue_training(args: argparse.Namespace, out: Path, model: Any, trained: Path) -> None:
+    """Fits the CPU recipe from ``model``'s (inference) weights for a few minutes, with a progress bar."""
     from talkinghead.cli import TalkingHeadCLI
     from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 
@@ -146,13 +147,6 @@ def _continue_training(args: argparse.Namespace, out: Path, checkpoint: Path, tr
         ],
         run=False,
     )
-    from talkinghead.lightning.slim import INFERENCE_ONLY
-
-    import torch
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    prefix = state[INFERENCE_ONLY] if INFERENCE_ONLY in state else "networks."
-    weights = {k.removeprefix(prefix): v for k, v in state["state_dict"].items() if k.startswith(prefix)}
-    cli.model.generator_side().load_state_dict(weights)
+    cli.model.generator_side().load_state_dict(model.inference_networks().state_dict())  # continue from the model
     cli.trainer.fit(cli.model, cli.datamodule)
     cli.trainer.save_checkpoint(trained)
