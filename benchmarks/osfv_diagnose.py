@@ -28,6 +28,7 @@ from talkinghead.datamodules.shard_format import decode_clip, expand_shards, ite
 from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 from talkinghead.datamodules.transforms import clip_to_frames
 from talkinghead.flows import coordinate_grid_3d
+from talkinghead.lightning.adversarial import detach_outputs
 from talkinghead.lightning.osfv import OSFVModule
 from talkinghead.metrics import psnr_per_image
 
@@ -71,9 +72,8 @@ def train_step(module: OSFVModule, optimizers: list, batch: dict) -> dict[str, f
     g_opt.zero_grad(set_to_none=True)
     module.weighted_sum(terms).backward()
     g_opt.step()
-    if any(module.wants(t) for t in ("gan", "feature_matching")):
-        detached = {k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
-        d_terms = module.discriminator_losses(batch, detached)
+    if module.uses_discriminator():
+        d_terms = module.discriminator_losses(batch, detach_outputs(outputs))
         d_opt.zero_grad(set_to_none=True)
         module.weighted_sum(d_terms).backward()
         d_opt.step()
@@ -103,37 +103,10 @@ def data(args: argparse.Namespace) -> tuple[list[dict], list[dict]]:
     return load_clips(train, args.size), load_clips(val, args.size)
 
 
-def teacher_forced_pose(module: OSFVModule) -> None:
-    """Experiment: in training, the flows use the shards' exact rotations instead of H's (H still learns from the
-    head-pose loss); inference keeps H's."""
-    from talkinghead.geometry import rotation_matrix
-
-    run = module.run_generator
-
-    def run_generator(batch: dict) -> dict:
-        estimate = module.estimate_pose
-
-        def labelled(networks, image):
-            pose = estimate(networks, image)
-            for role in ("source", "driving"):
-                if image is batch[role]:
-                    label = batch[f"{role}_pose"]
-                    pose["rotation"] = rotation_matrix(label[:, 0], label[:, 1], label[:, 2])
-            return pose
-
-        module.estimate_pose = labelled
-        try:
-            return run(batch)
-        finally:
-            module.estimate_pose = estimate
-
-    module.run_generator = run_generator
-
-
 def run_training(args: argparse.Namespace, clips: list[dict], same: bool, val: list[dict] | None) -> None:
     module = build_module(args.config, args.overrides).train()
-    if args.teacher_pose:
-        teacher_forced_pose(module)
+    if args.teacher_pose:  # the module's own switch (what cpu_recipe.yaml sets)
+        module.flow_rotation_from_labels = True
     optimizers = module.configure_optimizers()
     rng = random.Random(1)
     start = time.perf_counter()
