@@ -145,7 +145,7 @@ def main() -> None:
 
     if args.checkpoint:
         meta_ckpt, meta_seconds = Path(args.checkpoint), None
-        meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=False)["global_step"] // 3
+        meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=True)["global_step"] // 3
     else:
         meta_ckpt, meta_steps, meta_seconds = meta_learn(args, out, train)
     meta, _ = load_meta_module(FSTHModule, str(meta_ckpt), None)  # the same weights fine-tuning starts from

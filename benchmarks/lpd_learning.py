@@ -312,7 +312,7 @@ def main() -> None:
     for setting in SETTINGS:
         if checkpoints[setting]:
             meta_ckpt, meta_seconds = Path(checkpoints[setting]), None
-            meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=False)["global_step"] // 2
+            meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=True)["global_step"] // 2
         else:
             meta_ckpt, meta_steps, meta_seconds = meta_learn(args, out, train, setting)
         result = evaluate_setting(args, out, setting, meta_ckpt, people, data, features)

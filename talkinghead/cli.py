@@ -47,6 +47,15 @@ class TalkingHeadCLI(LightningCLI):
             **kwargs,
         )
 
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs):
+        # `fit/validate/test/predict --ckpt_path` read a user file: weights_only=True by default (torch's own default
+        # can be switched off by TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD); our checkpoints need nothing more. A user who
+        # trusts an older, pickled file can still pass --weights_only false.
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, ()):
+            parser.set_defaults(weights_only=True)
+        return parser
+
 
 def _usage() -> str:
     lines = ["usage: talkinghead COMMAND [options]   (talkinghead COMMAND --help for a command's options)", ""]

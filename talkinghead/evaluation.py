@@ -44,6 +44,7 @@ from talkinghead.metrics import (
     msssim_min_size,
     pose_from_landmarks,
 )
+from talkinghead.safe_load import safe_torch_load
 
 __all__ = ["COLUMNS", "MODES", "FREE_VIEW_YAWS", "Row", "load_model", "evaluate", "checkpoint_image_size"]
 
@@ -65,13 +66,12 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
 
     Raises:
         FileNotFoundError: no such file.
+        UnsafeCheckpointError: the file would need more than tensors and plain values to load (nothing of it ran).
         ValueError: the file has no hyper_parameters["_class_path"] (not written by the talkinghead CLI), or names
             a class that does not exist.
     """
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = safe_torch_load(path, "checkpoint")  # refuses pickled code (UnsafeCheckpointError, a ValueError)
     class_path = state.get("hyper_parameters", {}).get("_class_path") if isinstance(state, dict) else None
     if not class_path:
         raise ValueError(f"not a talkinghead checkpoint: {path} has no hyper_parameters['_class_path'] "
@@ -79,7 +79,7 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
     cls = class_from_path(class_path)
     if cls is None:
         raise ValueError(f"{path} names {class_path}, which this talkinghead version does not have")
-    model = cls.load_from_checkpoint(path, map_location=torch.device(device))
+    model = cls.load_from_checkpoint(path, map_location=torch.device(device), weights_only=True)
     return model.to(device).eval()
 
 
@@ -88,7 +88,7 @@ def checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256) -> 
     the config.yaml LightningCLI writes next to the run, else ``default``."""
     path = Path(checkpoint)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = safe_torch_load(path, "checkpoint")
         size = (state.get("datamodule_hyper_parameters") or {}).get("image_size")
         if size:
             return int(size)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from talkinghead.lightning.adversarial import class_from_path
+from talkinghead.safe_load import safe_torch_load
 
 __all__ = ["load_meta_module", "person_frames_for", "size_video_columns", "VideoColumnsMetaLearning",
            "PersonFineTuning", "PersonalisedDiscriminator"]
@@ -86,7 +87,7 @@ def load_meta_module(
     path = Path(init_from)
     if not path.is_file():
         raise FileNotFoundError(f"init_from checkpoint not found: {path} (the meta-learning stage's .ckpt file)")
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = safe_torch_load(path, "init_from checkpoint")
     if not isinstance(state, dict) or "state_dict" not in state:
         raise ValueError(f"init_from {path} is not a Lightning checkpoint (no state_dict)")
     config = dict(state.get("hyper_parameters") or {})
