@@ -32,6 +32,14 @@ def test_motion_path_starts_at_the_rigid_flow():
     assert estimator.translation.weight.grad.abs().sum() > 0
 
 
+def test_layered_recipe_keeps_the_pixel_l1_term(synthetic_shards):
+    """A layered config's loss_weights replaces the earlier dict as a whole: the recipe must name l1 itself (it once
+    lost tiny.yaml's l1 = 10 this way and trained on the random-VGG perceptual term alone)."""
+    weights = recipe_cli(synthetic_shards).model.loss_weights
+    assert weights["l1"] == 10.0 and weights["perceptual"] == 10.0
+    assert weights["gan"] == 0.0 and weights["feature_matching"] == 0.0
+
+
 def test_recipe_without_adversarial_terms_never_runs_the_discriminator(tmp_path, synthetic_shards):
     cli = recipe_cli(synthetic_shards, "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path}")
     model = cli.model
