@@ -78,5 +78,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in LIGHTNING_SUBCOMMANDS:
         print(f"talkinghead: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    TalkingHeadCLI(args=argv)
+    from talkinghead.lightning.adversarial import NonFiniteTrainingError
+
+    try:
+        TalkingHeadCLI(args=argv)
+    except NonFiniteTrainingError as error:
+        print(f"talkinghead {argv[0]}: {error}", file=sys.stderr)
+        return 1
     return 0

@@ -16,6 +16,12 @@ subclass asks ``self.wants(term)``), steps the two optimizers (manual optimisati
 steps per G step), keeps an optional exponential moving average of the generator side, and logs
 ``train/g/<term>``, ``train/d/<term>`` and the totals.
 
+Non-finite steps: a generator or discriminator step whose loss or gradients are not finite is skipped (no
+optimizer step, buffers such as BatchNorm statistics restored, no EMA update), counted and logged as
+``train/skipped_nonfinite``; after ``nonfinite_patience`` consecutive skipped batches the run stops with
+:class:`NonFiniteTrainingError` naming the terms that were not finite, and a checkpoint whose weights are not
+finite is never written.
+
 With two optimizers Lightning's ``global_step`` advances once per optimizer step: a batch with one G and one D
 step adds 2, so ``max_steps`` counts optimizer steps, not batches.
 """
@@ -37,7 +43,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from talkinghead.metrics import psnr_per_image
 
-__all__ = ["AdversarialModule", "built_by_cli", "class_from_path", "to_channels_last"]
+__all__ = ["AdversarialModule", "NonFiniteTrainingError", "built_by_cli", "class_from_path", "to_channels_last"]
 
 
 def _default_optimizer(kind: type[torch.optim.Optimizer], lr: float, betas: tuple[float, float]) -> OptimizerCallable:
@@ -101,6 +107,18 @@ def ema_with_warmup(decay: float) -> Any:
     return update
 
 
+class NonFiniteTrainingError(RuntimeError):
+    """Training stopped: too many consecutive steps had non-finite losses or gradients."""
+
+
+def _finite(tensors: Iterable[Tensor]) -> Tensor:
+    """One boolean tensor: every element of every tensor is finite (no host sync until it is read)."""
+    tensors = [t for t in tensors if t is not None]
+    if not tensors:
+        return torch.tensor(True)
+    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+
+
 def detach_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
     """A copy of generator outputs with every tensor detached (for the discriminator step)."""
     return {k: v.detach() if isinstance(v, Tensor) else v for k, v in outputs.items()}
@@ -122,6 +140,8 @@ class AdversarialModule(L.LightningModule):
         default_lr: (generator, discriminator) learning rates of the default optimizers.
         default_betas: betas of the default optimizers.
         default_optimizer: the class of both default optimizers (Adam; LPD fine-tuning uses RAdam).
+        nonfinite_patience: consecutive batches with a non-finite loss or gradient that are skipped before the run
+            stops with :class:`NonFiniteTrainingError`.
     """
 
     def __init__(
@@ -135,11 +155,17 @@ class AdversarialModule(L.LightningModule):
         default_betas: tuple[float, float] = (0.5, 0.999),
         default_loss_weights: Mapping[str, float] | None = None,
         default_optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        nonfinite_patience: int = 10,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
         if discriminator_steps < 1:
             raise ValueError(f"discriminator_steps must be at least 1, got {discriminator_steps}")
+        if nonfinite_patience < 1:
+            raise ValueError(f"nonfinite_patience must be at least 1, got {nonfinite_patience}")
+        self.nonfinite_patience = nonfinite_patience
+        self.skipped_nonfinite = 0  # batches skipped in this run
+        self._consecutive_nonfinite = 0
         self.loss_weights = {**(default_loss_weights or {}), **(loss_weights or {})}
         if default_loss_weights is not None:
             self.check_loss_terms(default_loss_weights)
@@ -258,37 +284,89 @@ class AdversarialModule(L.LightningModule):
         return {"driving": batch["driving"], "prediction": self.reconstruct_batch(batch),
                 "video": batch.get("video"), "frame_index": batch.get("frame_index")}
 
-    def _update(self, optimizer: Any, loss: Tensor) -> None:
+    def _update(self, optimizer: Any, loss: Tensor) -> bool:
+        """Backward and step; returns False (and leaves the weights alone) when the loss or a gradient is not finite.
+
+        The decision is taken on every rank together (after DDP's all-reduce the gradients agree anyway), so ranks
+        never diverge."""
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
-        optimizer.step()
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        finite = bool(_finite([loss, *(p.grad for p in params)]))
+        if self._trainer is not None:
+            finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
+            optimizer.step()
+        else:
+            optimizer.zero_grad(set_to_none=True)
+        return finite
 
-    def _step(self, optimizer: Any, loss: Tensor) -> None:
+    def _step(self, optimizer: Any, loss: Tensor) -> bool:
         self.toggle_optimizer(optimizer)
-        self._update(optimizer, loss)
+        finite = self._update(optimizer, loss)
         self.untoggle_optimizer(optimizer)
+        return finite
+
+    def _trained_buffers(self) -> dict[str, Tensor]:
+        """The trained networks' buffers (BatchNorm statistics and counts), which a forward pass in training moves."""
+        return {name: buffer for name, buffer in self.named_buffers() if not name.startswith("generator_ema.")}
+
+    def _skip_nonfinite(self, saved: dict[str, Tensor], terms: Mapping[str, Tensor]) -> None:
+        """Undo what the skipped batch's forward passes did to the buffers, count it, stop after the patience."""
+        with torch.no_grad():
+            for name, buffer in self._trained_buffers().items():
+                buffer.copy_(saved[name])
+        self.skipped_nonfinite += 1
+        self._consecutive_nonfinite += 1
+        if self._consecutive_nonfinite >= self.nonfinite_patience:
+            bad = [name for name, value in terms.items() if not torch.isfinite(value).all()]
+            what = f"non-finite loss terms: {', '.join(bad)}" if bad else "finite losses but non-finite gradients"
+            raise NonFiniteTrainingError(
+                f"stopped after {self._consecutive_nonfinite} consecutive training steps that were not finite "
+                f"({what}; {self.skipped_nonfinite} skipped in all, at step {self.global_step}); lower the learning "
+                f"rates or check the data, or raise --model.init_args.nonfinite_patience"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [name for name, value in checkpoint.get("state_dict", {}).items()
+               if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
+        if bad:
+            raise NonFiniteTrainingError(f"refusing to write a checkpoint with non-finite weights: {len(bad)} "
+                                         f"tensors, e.g. {', '.join(bad[:3])}")
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         generator_optimizer, discriminator_optimizer = self.optimizers()
         batch_size = next(v for v in batch.values() if isinstance(v, Tensor)).shape[0]
 
         adversarial = self.uses_discriminator()
+        saved = {name: buffer.clone() for name, buffer in self._trained_buffers().items()}
         real = self.judge_real(batch) if adversarial else None  # before the G step freezes D: D step 1 uses it
         # Only the generator side's weights take part in the generator step's graph (D's would be discarded).
         self.toggle_optimizer(generator_optimizer)
         outputs = self.run_generator(batch)
         g_terms = self.generator_losses(batch, outputs, real)
         g_total = self.weighted_sum(g_terms)
-        self._update(generator_optimizer, g_total)
+        finite = self._update(generator_optimizer, g_total)
         self.untoggle_optimizer(generator_optimizer)
 
         detached = detach_outputs(outputs)
         d_terms: dict[str, Tensor] = {}
-        for step in range(self.discriminator_steps if adversarial else 0):
+        for step in range(self.discriminator_steps if adversarial and finite else 0):
             d_terms = self.discriminator_losses(batch, detached, real if step == 0 else None)  # D moves after 1
             d_total = self.weighted_sum(d_terms)
-            self._step(discriminator_optimizer, d_total)
+            if not self._step(discriminator_optimizer, d_total):
+                finite = False
+                break
 
+        if finite:  # a finite loss over overflowing activations can still leave inf BatchNorm statistics
+            finite = bool(_finite(self._trained_buffers().values()))
+            if self._trainer is not None:
+                finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
+        if not finite:
+            self._skip_nonfinite(saved, {**g_terms, **{f"discriminator/{k}": v for k, v in d_terms.items()}})
+            self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), batch_size=batch_size)
+            return
+        self._consecutive_nonfinite = 0
         if self.generator_ema is not None:
             self.generator_ema.update_parameters(self.generator_side())
         logs = {f"train/g/{k}": v.detach() for k, v in g_terms.items()}
@@ -297,3 +375,4 @@ class AdversarialModule(L.LightningModule):
             logs["train/d/total"] = d_total.detach()
         self.log_dict(logs, batch_size=batch_size)
         self.log("train/g/total", g_total.detach(), prog_bar=True, batch_size=batch_size)
+        self.log("train/skipped_nonfinite", float(self.skipped_nonfinite), batch_size=batch_size)

@@ -147,6 +147,7 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         discriminator_optimizer: optimizer for D (default Adam 2e-4).
         discriminator_steps: D updates per G update (2 in the paper).
         ema_decay: decay of an EMA of E and G used for inference; None for none.
+        nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
     """
 
     stage_name = "FSTH meta-learning"
@@ -165,6 +166,7 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         discriminator_optimizer: OptimizerCallable | None = None,
         discriminator_steps: int = 2,
         ema_decay: float | None = None,
+        nonfinite_patience: int = 10,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -172,6 +174,7 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
             discriminator_optimizer=discriminator_optimizer,
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
+            nonfinite_patience=nonfinite_patience,
             default_lr=(5e-5, 2e-4),
             default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
@@ -299,6 +302,7 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
         discriminator_optimizer: optimizer for D and w' (default Adam 2e-4).
         discriminator_steps: D updates per G update.
         ema_decay: decay of an EMA of G and psi' used for inference; None for none.
+        nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
 
     The content loss reuses the meta checkpoint's feature networks (the same VGG19 / VGGFace).
     """
@@ -315,6 +319,7 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
         discriminator_optimizer: OptimizerCallable | None = None,
         discriminator_steps: int = 2,
         ema_decay: float | None = None,
+        nonfinite_patience: int = 10,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -322,6 +327,7 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
             discriminator_optimizer=discriminator_optimizer,
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
+            nonfinite_patience=nonfinite_patience,
             default_lr=(5e-5, 2e-4),
             default_loss_weights=PAPER_FINETUNE_LOSS_WEIGHTS,
         )

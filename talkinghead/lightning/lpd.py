@@ -187,6 +187,7 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         discriminator_optimizer: optimizer for D (default Adam 2e-4).
         discriminator_steps: D updates per G update.
         ema_decay: decay of the EMA of the encoders and the generator used for inference (0.999); None for none.
+        nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
     """
 
     stage_name = "LPD meta-learning"
@@ -209,6 +210,7 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         discriminator_optimizer: OptimizerCallable | None = None,
         discriminator_steps: int = 1,
         ema_decay: float | None = 0.999,
+        nonfinite_patience: int = 10,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -216,6 +218,7 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
             discriminator_optimizer=discriminator_optimizer,
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
+            nonfinite_patience=nonfinite_patience,
             default_lr=(2e-4, 2e-4),
             default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
@@ -343,6 +346,7 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
         discriminator_optimizer: optimizer for D and its column (default RAdam 8e-4).
         discriminator_steps: D updates per G update.
         ema_decay: decay of an EMA of the generator and the identity embedding used for inference; None for none.
+        nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
 
     The losses reuse the meta checkpoint's feature networks and face crop.
     """
@@ -361,6 +365,7 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
         discriminator_optimizer: OptimizerCallable | None = None,
         discriminator_steps: int = 1,
         ema_decay: float | None = 0.999,
+        nonfinite_patience: int = 10,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -368,6 +373,7 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
             discriminator_optimizer=discriminator_optimizer,
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
+            nonfinite_patience=nonfinite_patience,
             default_lr=(5e-4, 8e-4),
             default_optimizer=torch.optim.RAdam,
             default_loss_weights=PAPER_FINETUNE_LOSS_WEIGHTS,

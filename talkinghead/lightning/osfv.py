@@ -106,6 +106,7 @@ class OSFVModule(AdversarialModule):
         generator_optimizer: optimizer for F, L, H/Δ, M and G (default Adam 2e-4, betas 0.5/0.999).
         discriminator_optimizer: optimizer for D (default Adam 2e-4, betas 0.5/0.999).
         ema_decay: decay of an EMA of the generator side used for inference; None for none.
+        nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
         channels_last: keep the conv weights, and so the activations, channels-last (NHWC / NDHWC) in training;
             None does so on the CPU only, where oneDNN runs the tiny step ~1.3x faster in that layout, and leaves
             GPU runs in PyTorch's default layout (not measured there yet).
@@ -136,6 +137,7 @@ class OSFVModule(AdversarialModule):
         generator_optimizer: OptimizerCallable | None = None,
         discriminator_optimizer: OptimizerCallable | None = None,
         ema_decay: float | None = None,
+        nonfinite_patience: int = 10,
         channels_last: bool | None = None,
         flow_rotation_from_labels: bool = False,
     ) -> None:
@@ -144,6 +146,7 @@ class OSFVModule(AdversarialModule):
             generator_optimizer=generator_optimizer,
             discriminator_optimizer=discriminator_optimizer,
             ema_decay=ema_decay,
+            nonfinite_patience=nonfinite_patience,
             default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
         networks = ["appearance", "canonical_keypoints", "head_pose", "motion", "generator", "discriminator"]

@@ -79,7 +79,8 @@ def one_step(model, batch, callbacks=()):
                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                         callbacks=list(callbacks))
     trainer.fit(model, torch.utils.data.DataLoader([batch], batch_size=None))
-    terms = {k: v.item() for k, v in trainer.callback_metrics.items() if k != "train/d/total" and k != "train/g/total"}
+    skip = ("train/d/total", "train/g/total", "train/skipped_nonfinite")
+    terms = {k: v.item() for k, v in trainer.callback_metrics.items() if k not in skip}
     return terms, {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
 
 
