@@ -124,6 +124,10 @@ def _check_clip_arrays(
             fail(f"{frames.shape[0]} frames but {num_frames} landmark sets")
     if pose is not None and pose.shape != (num_frames, 6):
         fail(f"pose must have shape (T, 6) = ({num_frames}, 6), got {tuple(pose.shape)}")
+    for name, values in (("landmarks", landmarks), ("pose", pose)):
+        if values is not None and np.isinf(values).any():
+            frames_bad = sorted({int(i) for i in np.nonzero(np.isinf(values).reshape(num_frames, -1).any(1))[0]})
+            fail(f"{name} hold +-inf at frames {frames_bad[:10]}: NaN marks an unknown value, inf is never valid")
     if mask is not None:
         if mask.ndim != 3 or mask.shape[0] != num_frames:
             fail(f"mask must have shape (T, H, W) with T = {num_frames}, got {tuple(mask.shape)}")
@@ -269,20 +273,31 @@ class ShardWriter:
             self._finish()
 
     def _finish(self) -> None:
-        self._tar.close()
         path = self._path(self.next_index)
         index = {"format_version": FORMAT_VERSION, "shard": path.name, "samples": self._entries}
-        os.replace(self._tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(index, indent=1))
+        try:
+            self._tar.close()
+            path.with_suffix(".json").write_text(json.dumps(index, indent=1))
+            os.replace(self._tmp, path)  # last: a shard under its real name always has its index beside it
+        except OSError as error:
+            self._tar = None
+            self._tmp.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+            raise ShardError(f"cannot finish {path}: {error.strerror or error} (is the disk full?); the incomplete "
+                             f"shard was removed, the {len(self.written)} shards before it are complete") from None
         self.written.append(path)
         self.next_index += 1
         self._tar = None
 
     def _abort(self) -> None:
         if self._tar is not None:
-            self._tar.close()
-            self._tmp.unlink(missing_ok=True)
-            self._tar = None
+            tar, self._tar = self._tar, None
+            try:
+                tar.close()  # may itself fail (ENOSPC): the partial file goes either way
+            except OSError:
+                pass
+            finally:
+                self._tmp.unlink(missing_ok=True)
 
     def close(self) -> list[Path]:
         """Completes the open shard; returns every shard written."""

@@ -87,6 +87,52 @@ def test_writer_leaves_no_partial_shard_on_error(tmp_path, random_clip):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_full_disk_leaves_no_partial_shard_and_says_so(tmp_path, random_clip, monkeypatch):
+    """ENOSPC while a shard closes (on abort too): no .tar.partial, no index without a shard, one clear error."""
+    import errno
+
+    import webdataset
+
+    def full(self):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(ShardError, match="No space left on device.*disk full"):
+        with ShardWriter(tmp_path, max_samples=2, codec="npy") as writer:
+            writer.write(random_clip(0), "a")
+            monkeypatch.setattr(webdataset.TarWriter, "close", full)
+            writer.write(random_clip(1), "b")  # fills the shard: it closes here
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with ShardWriter(tmp_path / "abort", max_samples=4, codec="npy") as writer:
+            writer.write(random_clip(0), "a")
+            monkeypatch.setattr(webdataset.TarWriter, "close", full)
+            raise RuntimeError("interrupted")
+    assert list((tmp_path / "abort").iterdir()) == []
+
+
+def test_infinite_labels_are_refused_nan_stays_unknown(tmp_path, random_clip):
+    clip = random_clip(0)
+    pose = clip.pose.copy()
+    pose[2, 0] = np.inf
+    with pytest.raises(ShardError, match=r"pose hold \+-inf at frames \[2\]"):
+        type(clip)(frames=clip.frames, landmarks=clip.landmarks, meta=clip.meta, pose=pose)
+    landmarks = clip.landmarks.copy()
+    landmarks[4, 7, 1] = -np.inf
+    with pytest.raises(ShardError, match=r"landmarks hold \+-inf at frames \[4\]"):
+        type(clip)(frames=clip.frames, landmarks=landmarks, meta=clip.meta)
+    pose[2, 0] = np.nan  # unknown: allowed
+    write(tmp_path, [type(clip)(frames=clip.frames, landmarks=clip.landmarks, meta=clip.meta, pose=pose)])
+    # A shard written by another tool with inf in it is refused by the reader, naming the sample.
+    sample = next(iter_shard_samples(str(tmp_path / "shard-000000.tar")))
+    bad = dict(sample)
+    buffer = __import__("io").BytesIO()
+    np.save(buffer, np.where(np.isnan(pose), np.inf, pose).astype(np.float32))
+    bad["pose.npy"] = buffer.getvalue()
+    with pytest.raises(ShardError, match="clip-000.*inf"):
+        decode_clip(bad)
+
+
 def test_writer_never_overwrites(tmp_path, random_clip):
     write(tmp_path, [random_clip(0)])
     before = (tmp_path / "shard-000000.tar").read_bytes()
