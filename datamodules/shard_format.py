@@ -20,7 +20,10 @@ import io
 import json
 import os
 import re
+import socket
+import sys
 import tarfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +38,7 @@ __all__ = [
     "NUM_LANDMARKS",
     "Clip",
     "ClipMeta",
+    "FolderLock",
     "IndexEntry",
     "ShardError",
     "ShardWriter",
@@ -199,6 +203,93 @@ def encode_clip(clip: Clip, key: str, codec: str = "mp4", crf: int = 18) -> dict
     return sample
 
 
+LOCK_NAME = ".talkinghead-writer.lock"
+_HELD: dict[Path, tuple[int, int]] = {}  # folders this process holds: (holders, the locked file descriptor)
+
+
+class FolderLock:
+    """One writing run per output folder: an exclusive ``flock`` on the lock file ``LOCK_NAME``, which names the
+    holder's pid, host, start time and command.
+
+    The kernel drops the lock when its holder dies, so a crashed run never blocks the next one, and of two runs
+    starting together exactly one wins; the other gets a :class:`ShardError` naming the holder. Re-entrant within a
+    process (a command holds it and its ShardWriters nest inside); worker processes of a holder pass
+    ``ShardWriter(lock=False)``. The file is removed on release.
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder).resolve()
+        self.path = self.folder / LOCK_NAME
+        self._held = False
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        if self._held:
+            return self
+        if _HELD.get(self.folder):
+            _HELD[self.folder] = (_HELD[self.folder][0] + 1, _HELD[self.folder][1])
+            self._held = True
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            handle = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = self._holder(handle)
+                os.close(handle)
+                raise ShardError(self._busy_message(holder)) from None
+            try:  # the holder before us may have removed the file between our open and our lock: retry
+                same = os.fstat(handle).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(handle)
+                continue
+            record = {"pid": os.getpid(), "host": socket.gethostname(),
+                      "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv)[:300]}
+            os.ftruncate(handle, 0)
+            os.write(handle, json.dumps(record).encode())
+            _HELD[self.folder] = (1, handle)
+            self._held = True
+            return self
+        raise ShardError(f"could not lock {self.path}: it keeps being replaced by other runs")
+
+    def release(self) -> None:
+        if not self._held:
+            return
+        self._held = False
+        count, handle = _HELD[self.folder]
+        if count > 1:
+            _HELD[self.folder] = (count - 1, handle)
+            return
+        del _HELD[self.folder]
+        self.path.unlink(missing_ok=True)  # before unlocking: a waiter that opened this file then sees it is gone
+        os.close(handle)
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    @staticmethod
+    def _holder(handle: int) -> dict[str, Any] | None:
+        try:
+            os.lseek(handle, 0, os.SEEK_SET)
+            return json.loads(os.read(handle, 4096).decode())
+        except (OSError, ValueError):
+            return None  # being written this instant
+
+    def _busy_message(self, holder: dict[str, Any] | None) -> str:
+        who = ("another run" if holder is None else
+               f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} "
+               f"({holder.get('command', '?')})")
+        return (f"{self.folder} is being written by {who}: wait for it to finish or choose another output folder "
+                f"(lock file {self.path})")
+
+
 class ShardWriter:
     """Writes clips into numbered shards ``PREFIX-000000.tar`` with an index ``PREFIX-000000.json`` beside each.
 
@@ -212,6 +303,7 @@ class ShardWriter:
         max_bytes: start a new shard once this many bytes are written.
         codec: frame codec, see :func:`encode_clip`.
         start_index: number of the first shard.
+        lock: hold the folder's :class:`FolderLock` while writing (False only in workers of a run that holds it).
     """
 
     def __init__(
@@ -222,12 +314,14 @@ class ShardWriter:
         max_bytes: int = 1 << 30,
         codec: str = "mp4",
         start_index: int = 0,
+        lock: bool = True,
     ) -> None:
         import webdataset as wds
 
         self._wds = wds
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = FolderLock(self.out_dir).acquire() if lock else None
         self.prefix, self.max_samples, self.max_bytes, self.codec = prefix, max_samples, max_bytes, codec
         self.next_index = start_index
         self.written: list[Path] = []  # completed shards, in order
@@ -298,12 +392,21 @@ class ShardWriter:
                 pass
             finally:
                 self._tmp.unlink(missing_ok=True)
+        self._release()
 
     def close(self) -> list[Path]:
         """Completes the open shard; returns every shard written."""
-        if self._tar is not None:
-            self._finish()
+        try:
+            if self._tar is not None:
+                self._finish()
+        finally:
+            self._release()
         return self.written
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 # ----------------------------------------------------------------------------------------------------------------

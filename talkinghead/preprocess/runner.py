@@ -79,7 +79,9 @@ class ShardSink:
         self.limits = limits
         self.prefix = f"{limits.prefix}-{secrets.token_hex(4)}"
         # The writer's own limits are out of reach: shards close here, between inputs only.
-        self.writer = ShardWriter(out_dir, prefix=self.prefix, max_samples=sys.maxsize, max_bytes=sys.maxsize)
+        # lock=False: preprocess_videos holds the folder's lock for the whole run, workers included.
+        self.writer = ShardWriter(out_dir, prefix=self.prefix, max_samples=sys.maxsize, max_bytes=sys.maxsize,
+                                  lock=False)
         self.clips = 0  # clips in the open shard
         self.waiting: list[FileResult] = []  # inputs whose clips are in the open shard
 
@@ -251,6 +253,7 @@ def preprocess_videos(
     Raises:
         ValueError: an option is out of range.
         FileNotFoundError, RuntimeError: ``options.pose_checkpoint`` is missing or not Hopenet weights.
+        ShardError: another run is writing into ``out_dir`` (its lock file names it).
     """
     options.check()
     if not re.fullmatch(r"[A-Za-z0-9_\-]+", shard_prefix):
@@ -261,6 +264,16 @@ def preprocess_videos(
         load_pose_network(options.pose_checkpoint)  # refuse now, not once per file in every worker
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    from talkinghead.datamodules.shard_format import FolderLock
+
+    with FolderLock(out):  # one run per folder: the clean-up below then only ever meets a dead run's leftovers
+        return _preprocess_locked(inputs, out, options, workers, clips_per_shard, shard_size_mb, shard_prefix,
+                                  progress, log)
+
+
+def _preprocess_locked(inputs: Sequence[InputVideo], out: Path, options: PreprocessOptions, workers: int,
+                       clips_per_shard: int, shard_size_mb: float, shard_prefix: str, progress: bool,
+                       log: Callable[[str], None]) -> dict[str, Any]:
     _check_options(out, options, log)
     manifest = _Manifest(out)
     _clean(out, shard_prefix, manifest.entries, log)

@@ -201,3 +201,34 @@ def test_format_version_is_checked(tmp_path, random_clip):
     sample["meta.json"] = json.dumps(meta).encode()
     with pytest.raises(ShardError, match="format_version 99"):
         decode_clip(sample)
+
+
+def test_one_writer_per_folder(tmp_path, random_clip):
+    """A second process writing into a folder another live process writes is refused, naming the holder; a dead
+    run's lock file does not block; the lock file goes when the writer closes."""
+    import os
+    import subprocess
+    import sys
+
+    from talkinghead.datamodules.shard_format import LOCK_NAME
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom talkinghead.datamodules.shard_format import ShardWriter\n"
+         f"w = ShardWriter({str(tmp_path)!r}, prefix='other')\nprint('locked', flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ShardError, match=rf"being written by pid {holder.pid} on .*lock file .*{LOCK_NAME}"):
+            write(tmp_path, [random_clip(0)])
+        assert not list(tmp_path.glob("*.tar*"))  # nothing written, nothing of the holder's removed
+    finally:
+        holder.kill()
+        holder.wait()
+    write(tmp_path, [random_clip(0)])  # the holder died without releasing: the kernel dropped its lock
+    assert (tmp_path / "shard-000000.tar").exists() and not (tmp_path / LOCK_NAME).exists()
+    with ShardWriter(tmp_path / "nested", prefix="a") as outer, ShardWriter(tmp_path / "nested", prefix="b"):
+        assert (tmp_path / "nested" / LOCK_NAME).exists()  # re-entrant within a process
+        outer.write(random_clip(1), "x")
+    assert not (tmp_path / "nested" / LOCK_NAME).exists()
+    assert os.listdir(tmp_path / "nested") == ["a-000000.tar", "a-000000.json"] or sorted(
+        os.listdir(tmp_path / "nested")) == ["a-000000.json", "a-000000.tar"]
