@@ -8,6 +8,9 @@ talkinghead.commands, hung off the same entry point.
 from __future__ import annotations
 
 import importlib
+import os
+import pickle
+import re
 import sys
 from collections.abc import Sequence
 
@@ -69,6 +72,8 @@ def _usage() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("TALKINGHEAD_DEBUG", "") not in ("", "0")
+    argv = [arg for arg in argv if arg != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
@@ -78,11 +83,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in LIGHTNING_SUBCOMMANDS:
         print(f"talkinghead: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    from talkinghead.errors import ConfigError, find_config_error, one_line
     from talkinghead.lightning.adversarial import NonFiniteTrainingError
 
     try:
         TalkingHeadCLI(args=argv)
     except NonFiniteTrainingError as error:
+        if debug:
+            raise
         print(f"talkinghead {argv[0]}: {error}", file=sys.stderr)
         return 1
+    except Exception as error:  # noqa: BLE001 - only a bad value or bad data becomes one line; the rest re-raises
+        from talkinghead.datamodules.shard_format import ShardError
+
+        cause = find_config_error(error, (ConfigError, ShardError, pickle.UnpicklingError))
+        if cause is None or debug:
+            raise
+        message = one_line(cause)
+        if isinstance(cause, pickle.UnpicklingError):  # Lightning's own weights_only load of --ckpt_path
+            found = re.search(r"GLOBAL ([\w.]+)", str(cause))
+            message = ("refusing to load the checkpoint: it holds objects other than tensors and plain values"
+                       + (f" (it names {found.group(1)})" if found else "")
+                       + "; pass --weights_only false only for a file you trust")
+        print(f"talkinghead {argv[0]}: {message} (--debug for the traceback)", file=sys.stderr)
+        return 2
     return 0

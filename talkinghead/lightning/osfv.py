@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from talkinghead.errors import ConfigError
 from talkinghead.flows import transform_keypoints
 from talkinghead.geometry import rotation_matrix
 from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli, to_channels_last
@@ -184,9 +185,34 @@ class OSFVModule(AdversarialModule):
     # -- the adversarial hooks -----------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        size = getattr(getattr(self._trainer, "datamodule", None), "image_size", None)
+        if size:
+            self.check_image_size(int(size))
         if self.channels_last or (self.channels_last is None and self._runs_on_cpu()):
             to_channels_last(self)  # before the EMA copies the generator side and DDP wraps the module
         super().setup(stage)
+
+    def _fits(self, size: int) -> bool:
+        probe = torch.zeros(1, 3, size, size, device=self.device)
+        try:
+            with torch.no_grad():
+                return self.reconstruct(probe, probe).shape[-2:] == (size, size)
+        except torch.OutOfMemoryError:
+            raise
+        except RuntimeError as error:  # the sizes of two tensors that should meet do not
+            if "size" in str(error) or "shape" in str(error):
+                return False
+            raise
+
+    def check_image_size(self, size: int) -> None:
+        """Refuses (ConfigError) an image size the networks' down- and up-sampling cannot take, naming sizes that
+        work; a dry run of the inference path on one zero image, so any configuration is checked as it is."""
+        if self._fits(size):
+            return
+        near = sorted({m * max(1, size // m + k) for m in (8, 16, 32, 64) for k in (0, 1)}, key=lambda n: abs(n - size))
+        working = [n for n in near[:6] if n != size and self._fits(n)][:2]
+        raise ConfigError(f"data image_size {size} does not fit this OSFV configuration (its down- and up-sampling "
+                          f"do not meet); use e.g. {' or '.join(map(str, working)) or 'a multiple of 64'}")
 
     def _runs_on_cpu(self) -> bool:
         # Called by a Trainer before it moves the module to its device; scripts also call setup without one.
