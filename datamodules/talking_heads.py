@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import random
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -27,6 +28,7 @@ import webdataset as wds
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from talkinghead.batch import Batch
+from talkinghead.errors import ConfigError
 
 from .shard_format import (
     Clip,
@@ -64,7 +66,17 @@ class ClipStream(IterableDataset):
         num_workers: DataLoader workers per rank (for the length only).
         shuffle_buffer: samples held for shuffling across shards.
         seed: base seed; combined with rank, worker and epoch.
-        skip_corrupt: log and skip unreadable shards/samples instead of raising.
+        skip_corrupt: log and skip unreadable shards/samples instead of raising. A shard that fails to read, or
+            gives three corrupt samples and no good one, is not chosen again in the epoch; when no shard is left
+            the stream raises.
+        skipped: a shared ``multiprocessing`` array of two counters (samples, shards) the workers add their
+            epoch's skips to, for the DataModule's summary.
+        start_epoch: epochs streamed before (a resumed run): the next epoch's items are those of epoch
+            ``start_epoch + 1`` of an uninterrupted run.
+        skip_batches: batches of the first epoch the resumed run already trained on; each worker drops its share
+            (the DataLoader takes batch k from worker k mod num_workers), so the run continues with the very items
+            an uninterrupted one would have seen.
+        batch_size: the DataLoader's batch size (for ``skip_batches``).
     """
 
     def __init__(
@@ -78,6 +90,10 @@ class ClipStream(IterableDataset):
         shuffle_buffer: int,
         seed: int,
         skip_corrupt: bool,
+        skipped: Any = None,
+        start_epoch: int = 0,
+        skip_batches: int = 0,
+        batch_size: int = 1,
     ) -> None:
         super().__init__()
         if len(urls) < world_size:
@@ -91,7 +107,9 @@ class ClipStream(IterableDataset):
         self.rank, self.make_item = rank, make_item
         self.samples_per_worker, self.num_workers = samples_per_worker, max(1, num_workers)
         self.shuffle_buffer, self.seed, self.skip_corrupt = shuffle_buffer, seed, skip_corrupt
-        self.epoch = 0
+        self.epoch = start_epoch  # epochs already streamed (a resumed run continues the count)
+        self.skipped = skipped
+        self.skip_batches, self.batch_size = skip_batches, batch_size
 
     def __len__(self) -> int:
         return self.samples_per_worker * self.num_workers
@@ -102,40 +120,81 @@ class ClipStream(IterableDataset):
         self.epoch += 1  # each worker keeps its own copy, so this counts that worker's epochs
         return random.Random(f"{self.seed}/{self.rank}/{worker}/{self.epoch}")
 
-    def _resampled_shards(self, rng: random.Random) -> Iterator[str]:
+    def _resampled_shards(self, rng: random.Random, bad: set[str]) -> Iterator[str]:
         urls = list(wds.split_by_worker(self.urls))
         if not urls:  # fewer shards than workers on this rank: workers share them, with different seeds
             urls = self.urls
         while True:
-            yield rng.choice(urls)
+            good = [url for url in urls if url not in bad]  # a shard that failed is not read again this epoch
+            if not good:
+                raise ShardError(
+                    f"no readable training sample left: all {len(urls)} shard(s) of this worker failed "
+                    f"(skip_corrupt skipped {len(bad)} shard(s) this epoch, e.g. {sorted(bad)[0]}); "
+                    f"check the data with `talkinghead inspect` or rewrite the shards"
+                )
+            yield rng.choice(good)
 
-    def _samples(self, urls: Iterator[str]) -> Iterator[Sample]:
+    def _samples(self, urls: Iterator[str], bad: set[str], counts: dict[str, int]) -> Iterator[Sample]:
         for url in urls:
             try:
                 yield from iter_shard_samples(url)
             except ShardError as error:
                 if not self.skip_corrupt:
                     raise
-                log.warning("skipping: %s", error)
+                bad.add(url)
+                counts["shards"] += 1
+                log.warning("skipping shard: %s", error)
 
-    def _items(self, samples: Iterator[Sample], rng: random.Random) -> Iterator[dict[str, Any]]:
+    def _items(self, samples: Iterator[Sample], rng: random.Random, bad: set[str],
+               counts: dict[str, int]) -> Iterator[dict[str, Any]]:
+        good_of: dict[str, int] = {}
+        bad_of: dict[str, int] = {}
         for sample in samples:
+            url = sample.get("__url__", "?")
             try:
-                yield self.make_item(sample, rng)
+                item = self.make_item(sample, rng)
             except ShardError as error:
                 if not self.skip_corrupt:
                     raise
-                log.warning("skipping: %s", error)
+                counts["samples"] += 1
+                if counts["samples"] <= 10:
+                    log.warning("skipping sample: %s", error)
+                elif counts["samples"] == 11:
+                    log.warning("skipping more corrupt samples (counted, not logged one by one)")
+                bad_of[url] = bad_of.get(url, 0) + 1
+                if bad_of[url] >= 3 and not good_of.get(url):  # nothing readable in it so far: stop choosing it
+                    bad.add(url)
+                continue
+            good_of[url] = good_of.get(url, 0) + 1
+            yield item
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rng = self._worker_rng()
+        bad: set[str] = set()
+        counts = {"samples": 0, "shards": 0}
         pipeline = wds.DataPipeline(
-            lambda: self._resampled_shards(rng),
-            self._samples,
+            lambda: self._resampled_shards(rng, bad),
+            lambda urls: self._samples(urls, bad, counts),
             wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 8), rng=rng),
-            lambda samples: self._items(samples, rng),
+            lambda samples: self._items(samples, rng, bad, counts),
         ).with_epoch(self.samples_per_worker)
-        return iter(pipeline)
+        skip = 0
+        if self.skip_batches:  # only in the first epoch after a mid-epoch resume
+            info = torch.utils.data.get_worker_info()
+            worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+            skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
+            self.skip_batches = 0
+        for index, item in enumerate(pipeline):
+            if index >= skip:
+                yield item
+        if counts["samples"] or counts["shards"]:
+            info = torch.utils.data.get_worker_info()
+            log.warning("skip_corrupt: rank %d worker %d epoch %d skipped %d corrupt samples and %d unreadable shards",
+                        self.rank, 0 if info is None else info.id, self.epoch, counts["samples"], counts["shards"])
+            if self.skipped is not None:
+                with self.skipped.get_lock():
+                    self.skipped[0] += counts["samples"]
+                    self.skipped[1] += counts["shards"]
 
 
 class FixedItems(Dataset):
@@ -222,7 +281,11 @@ class ShardDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if image_size < 8:
-            raise ValueError(f"image_size must be at least 8 pixels, got {image_size}")
+            raise ConfigError(f"data image_size must be at least 8 pixels, got {image_size}")
+        for name, value, least in (("batch_size", batch_size, 1), ("num_workers", num_workers, 0),
+                                   ("samples_per_epoch", samples_per_epoch, 1), ("val_samples", val_samples, 0)):
+            if value < least:
+                raise ConfigError(f"data {name} must be at least {least}, got {value}")
         self.shards, self.val_shards = shards, val_shards
         self.image_size, self.batch_size, self.num_workers = image_size, batch_size, num_workers
         self.samples_per_epoch, self.val_samples = samples_per_epoch, val_samples
@@ -231,6 +294,8 @@ class ShardDataModule(L.LightningDataModule):
         self.augment = Augment(flip_probability=flip_probability, color=color_jitter)
         self.train_urls: list[str] = []
         self.val_items: Dataset | None = None
+        self._skipped = multiprocessing.Array("q", 2)  # corrupt (samples, shards) skipped by training workers
+        self._resume = {"epoch": 0, "batches": 0}  # from a checkpoint's state_dict: see load_state_dict
 
     # -- set-up --------------------------------------------------------------------------------------------------
 
@@ -246,13 +311,34 @@ class ShardDataModule(L.LightningDataModule):
             self.val_items = FixedItems(self._first_samples(expand_shards(self.val_shards)), self.items().val)
 
     def _first_samples(self, urls: Sequence[str]) -> list[Sample]:
-        """The first val_samples raw samples of the shards, in stored order."""
+        """The first val_samples raw samples of the shards, in stored order (readable ones only, with
+        skip_corrupt: each is built once here, so a corrupt one never reaches the validation loop)."""
         samples: list[Sample] = []
+        skipped = 0
         for url in urls:
-            for sample in iter_shard_samples(url):
-                samples.append(sample)
-                if len(samples) == self.val_samples:
-                    return samples
+            try:
+                for sample in iter_shard_samples(url):
+                    if self.skip_corrupt:
+                        try:
+                            self.items().val(sample, len(samples))
+                        except ShardError as error:
+                            skipped += 1
+                            log.warning("skipping validation sample: %s", error)
+                            continue
+                    samples.append(sample)
+                    if len(samples) == self.val_samples:
+                        break
+            except ShardError as error:
+                if not self.skip_corrupt:
+                    raise
+                skipped += 1
+                log.warning("skipping validation shard: %s", error)
+            if len(samples) == self.val_samples:
+                break
+        if skipped:
+            log.warning("skip_corrupt: validation skipped %d corrupt samples or shards", skipped)
+        if self.skip_corrupt and not samples and urls:
+            raise ShardError(f"no readable validation sample in {len(urls)} shard(s) ({urls[0]} ...)")
         return samples
 
     def items(self) -> ItemBuilder:
@@ -261,13 +347,14 @@ class ShardDataModule(L.LightningDataModule):
 
     # -- loaders -------------------------------------------------------------------------------------------------
 
-    def _loader(self, dataset: Dataset, shuffle: bool = False) -> DataLoader:
+    def _loader(self, dataset: Dataset, shuffle: bool = False, generator: torch.Generator | None = None) -> DataLoader:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=generator,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -284,11 +371,42 @@ class ShardDataModule(L.LightningDataModule):
             shuffle_buffer=self.shuffle_buffer,
             seed=self.seed,
             skip_corrupt=self.skip_corrupt,
+            skipped=self._skipped,
+            start_epoch=self._resume["epoch"],
+            skip_batches=self._resume["batches"],
+            batch_size=self.batch_size,
         )
-        return self._loader(stream)
+        self._resume = {"epoch": 0, "batches": 0}
+        # The loader's own generator: creating its iterator then leaves the global torch RNG alone, so a resumed
+        # run's RNG (restored by AdversarialModule) meets the training step exactly where it was saved.
+        return self._loader(stream, generator=torch.Generator().manual_seed(self.seed))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the training stream stands, for exact resume: epochs streamed and batches of the current one."""
+        trainer = self.trainer
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop
+        # processed, not completed: ModelCheckpoint saves in on_train_batch_end, before Lightning counts the batch
+        # completed (at an epoch's or validation's end the two agree)
+        done = loop.epoch_loop.batch_progress.current.processed
+        total = trainer.num_training_batches
+        epoch = trainer.current_epoch
+        finished = isinstance(total, int) and done >= total
+        return {"stream_epoch": epoch + 1 if finished else epoch, "stream_batches": 0 if finished else done}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self._resume = {"epoch": int(state["stream_epoch"]), "batches": int(state["stream_batches"])}
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and self.skip_corrupt:
+            samples, shards = self._skipped[0], self._skipped[1]
+            log.warning("skip_corrupt: %d corrupt samples and %d unreadable shards skipped in training in all "
+                        "(completed epochs)", samples, shards)
 
     def val_dataloader(self) -> DataLoader | list:
-        return [] if self.val_items is None else self._loader(self.val_items)
+        return [] if self.val_items is None else self._loader(self.val_items, generator=torch.Generator())
 
 
 def distinct_frames(num_frames: int, count: int, rng: random.Random) -> list[int]:
@@ -349,8 +467,20 @@ class FewShotDataModule(ShardDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.video_to_index:
             self.train_urls = expand_shards(self.shards)
-            videos = sorted({entry.video for url in self.train_urls for entry in read_index(url)})
-            self.video_to_index = {video: i for i, video in enumerate(videos)}
+            videos: set[str] = set()
+            readable = []
+            for url in self.train_urls:
+                try:
+                    videos.update(entry.video for entry in read_index(url))
+                    readable.append(url)
+                except ShardError as error:
+                    if not self.skip_corrupt:
+                        raise
+                    log.warning("skipping shard: %s", error)
+            if not readable:
+                raise ShardError(f"no readable shard among {len(self.train_urls)} ({self.train_urls[0]} ...)")
+            self.train_urls = readable
+            self.video_to_index = {video: i for i, video in enumerate(sorted(videos))}
         super().setup(stage)
 
     @property

@@ -16,8 +16,9 @@ subclass asks ``self.wants(term)``), steps the two optimizers (manual optimisati
 steps per G step), keeps an optional exponential moving average of the generator side, and logs
 ``train/g/<term>``, ``train/d/<term>`` and the totals.
 
-Non-finite steps: a generator or discriminator step whose loss or gradients are not finite is skipped (no
-optimizer step, buffers such as BatchNorm statistics restored, no EMA update), counted and logged as
+Non-finite steps: a generator or discriminator step whose loss or gradients are not finite is skipped (the
+optimizer steps without gradients, which changes nothing but keeps ``global_step``'s rhythm; D's steps are
+skipped with G's; buffers such as BatchNorm statistics are restored; no EMA update), counted and logged as
 ``train/skipped_nonfinite``; after ``nonfinite_patience`` consecutive skipped batches the run stops with
 :class:`NonFiniteTrainingError` naming the terms that were not finite, and a checkpoint whose weights are not
 finite is never written.
@@ -41,6 +42,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from talkinghead.errors import ConfigError
 from talkinghead.metrics import psnr_per_image
 
 __all__ = ["AdversarialModule", "NonFiniteTrainingError", "built_by_cli", "class_from_path", "to_channels_last"]
@@ -107,6 +109,42 @@ def ema_with_warmup(decay: float) -> Any:
     return update
 
 
+RNG_KEY = "talkinghead_rng_states"
+
+
+def rng_states() -> dict[str, Any]:
+    """The global torch (CPU and CUDA), numpy and python RNG states, as tensors and plain values (so the checkpoint
+    still loads with weights_only=True)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "position": int(position),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: Mapping[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["position"], n["has_gauss"], n["gauss"]))
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
 class NonFiniteTrainingError(RuntimeError):
     """Training stopped: too many consecutive steps had non-finite losses or gradients."""
 
@@ -160,9 +198,9 @@ class AdversarialModule(L.LightningModule):
         super().__init__()
         self.automatic_optimization = False
         if discriminator_steps < 1:
-            raise ValueError(f"discriminator_steps must be at least 1, got {discriminator_steps}")
+            raise ConfigError(f"discriminator_steps must be at least 1, got {discriminator_steps}")
         if nonfinite_patience < 1:
-            raise ValueError(f"nonfinite_patience must be at least 1, got {nonfinite_patience}")
+            raise ConfigError(f"nonfinite_patience must be at least 1, got {nonfinite_patience}")
         self.nonfinite_patience = nonfinite_patience
         self.skipped_nonfinite = 0  # batches skipped in this run
         self._consecutive_nonfinite = 0
@@ -214,7 +252,7 @@ class AdversarialModule(L.LightningModule):
         terms = set(terms)
         unknown, missing = set(self.loss_weights) - terms, terms - set(self.loss_weights)
         if unknown or missing:
-            raise ValueError(
+            raise ConfigError(
                 f"loss_weights: unknown terms {sorted(unknown)}, missing terms {sorted(missing)}; "
                 f"the terms are {sorted(terms)} (weight 0 disables one)"
             )
@@ -246,6 +284,16 @@ class AdversarialModule(L.LightningModule):
         from talkinghead.lightning.slim import complete_inference_checkpoint
 
         complete_inference_checkpoint(self, checkpoint)  # inference-only files hold the generator side alone
+        self._rng_to_restore = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        # Restored here, after the checkpoint, the sanity check and the loaders' set-up, right before the first
+        # training step: a resumed run then draws the same random numbers (e.g. the equivariance warps) as an
+        # uninterrupted one from the saved step on. Only when resuming (--ckpt_path), not for weights loaded with
+        # load_from_checkpoint into a fresh run, which keeps its own seed.
+        if getattr(self, "_rng_to_restore", None) and self.trainer.ckpt_path:
+            set_rng_states(self._rng_to_restore)
+        self._rng_to_restore = None
 
     def _make_ema(self) -> None:
         if self.ema_decay is not None and self.generator_ema is None:
@@ -292,14 +340,16 @@ class AdversarialModule(L.LightningModule):
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(loss)
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        finite = bool(_finite([loss, *(p.grad for p in params)]))
+        # Under a gradient scaler (precision "16-mixed") inf gradients are the scaler's business: it skips that
+        # step and lowers its scale; skipping here instead would keep the scale too high forever.
+        scaler = getattr(getattr(self._trainer, "precision_plugin", None), "scaler", None)
+        finite = bool(_finite([loss] if scaler is not None else [loss, *(p.grad for p in params)]))
         if self._trainer is not None:
             finite = self.trainer.strategy.reduce_boolean_decision(finite, all=True)
-        if finite:
-            optimizer.step()
-        else:
+        if not finite:
             optimizer.zero_grad(set_to_none=True)
-        return finite
+        optimizer.step()  # without gradients a skipped step changes nothing but is counted, so global_step
+        return finite  # keeps its one-G-one-D rhythm (ModelCheckpoint's every_n_train_steps relies on it)
 
     def _step(self, optimizer: Any, loss: Tensor) -> bool:
         self.toggle_optimizer(optimizer)
@@ -328,6 +378,7 @@ class AdversarialModule(L.LightningModule):
             )
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RNG_KEY] = rng_states()  # exact resume: Lightning keeps no RNG state of its own
         bad = [name for name, value in checkpoint.get("state_dict", {}).items()
                if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
         if bad:
@@ -351,12 +402,16 @@ class AdversarialModule(L.LightningModule):
 
         detached = detach_outputs(outputs)
         d_terms: dict[str, Tensor] = {}
-        for step in range(self.discriminator_steps if adversarial and finite else 0):
+        for step in range(self.discriminator_steps if adversarial else 0):
+            if not finite:  # G's step was not finite: D's steps are skipped too (counted, without gradients)
+                self.toggle_optimizer(discriminator_optimizer)
+                discriminator_optimizer.zero_grad(set_to_none=True)
+                discriminator_optimizer.step()
+                self.untoggle_optimizer(discriminator_optimizer)
+                continue
             d_terms = self.discriminator_losses(batch, detached, real if step == 0 else None)  # D moves after 1
             d_total = self.weighted_sum(d_terms)
-            if not self._step(discriminator_optimizer, d_total):
-                finite = False
-                break
+            finite = self._step(discriminator_optimizer, d_total)
 
         if finite:  # a finite loss over overflowing activations can still leave inf BatchNorm statistics
             finite = bool(_finite(self._trained_buffers().values()))

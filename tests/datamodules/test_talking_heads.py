@@ -188,3 +188,60 @@ def test_remove_background_blacks_out_where_masks_are_stored(random_shards, tmp_
     plain, cut = batches(whole.val_dataloader())[0], batches(segmented.val_dataloader())[0]
     assert plain["driving_mask"].isnan().all()
     torch.testing.assert_close(cut["driving"], plain["driving"])
+
+
+def _break(path):
+    path.write_bytes(path.read_bytes()[:3000])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_skip_corrupt_over_shards_that_are_all_bad_stops_with_one_error(random_shards, tmp_path, workers):
+    """Issue 14: skip_corrupt over only bad shards looped forever; now the stream ends with a clear error."""
+    import time
+
+    for path in sorted(random_shards.glob("*.tar"))[:2]:
+        shutil.copy(path, tmp_path)
+        _break(tmp_path / path.name)
+    data = PairsDataModule(shards=str(tmp_path), image_size=SIZE, batch_size=1, num_workers=workers,
+                           samples_per_epoch=20, skip_corrupt=True)
+    data.setup("fit")
+    start = time.perf_counter()
+    with pytest.raises(ShardError, match="no readable training sample left: all 2 shard"):
+        batches(data.train_dataloader())
+    assert time.perf_counter() - start < 30
+
+
+def test_skip_corrupt_counts_and_does_not_retry_a_bad_shard_within_the_epoch(random_shards, tmp_path, caplog):
+    for path in sorted(random_shards.glob("*.tar"))[:3]:
+        shutil.copy(path, tmp_path)
+    _break(tmp_path / "shard-000001.tar")
+    data = PairsDataModule(shards=str(tmp_path), image_size=SIZE, batch_size=1, num_workers=0,
+                           samples_per_epoch=40, skip_corrupt=True)
+    data.setup("fit")
+    assert len(batches(data.train_dataloader())) == 40
+    assert data._skipped[1] == 1  # the broken shard failed once and was not chosen again in the epoch
+    with caplog.at_level("WARNING"):
+        data.teardown("fit")
+    assert "1 unreadable shards skipped in training in all" in caplog.text
+
+
+def test_validation_and_few_shot_setup_honour_skip_corrupt(random_shards, tmp_path):
+    for path in sorted(random_shards.glob("*.tar"))[:3]:
+        shutil.copy(path, tmp_path)
+        shutil.copy(path.with_suffix(".json"), tmp_path)
+    _break(tmp_path / "shard-000000.tar")
+    (tmp_path / "shard-000002.json").write_text("{not json")
+    strict = PairsDataModule(shards=str(tmp_path), val_shards=str(tmp_path), image_size=SIZE, val_samples=3)
+    with pytest.raises(ShardError):
+        strict.setup("fit")
+        [strict.val_items[i] for i in range(len(strict.val_items))]
+    data = PairsDataModule(shards=str(tmp_path), val_shards=str(tmp_path), image_size=SIZE, val_samples=3,
+                           skip_corrupt=True)
+    data.setup("fit")
+    assert len(data.val_items) >= 1 and all(data.val_items[i]["source"].shape[-1] == SIZE
+                                            for i in range(len(data.val_items)))
+    with pytest.raises(ShardError, match="is corrupt"):
+        FewShotDataModule(shards=str(tmp_path), image_size=SIZE, num_references=2).setup("fit")
+    few = FewShotDataModule(shards=str(tmp_path), image_size=SIZE, num_references=2, skip_corrupt=True)
+    few.setup("fit")
+    assert str(tmp_path / "shard-000002.tar") not in few.train_urls and few.num_videos >= 1
