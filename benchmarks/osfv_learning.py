@@ -100,10 +100,11 @@ def main() -> None:
             print(f"inference-only checkpoint: {written}")
     cli.datamodule.setup("validate")
     figures = report(model, cli.datamodule.val_dataloader(), steps, trained, args, val)
+    for metrics in sorted(out.glob("lightning_logs/version_*/metrics.csv"))[-1:]:
+        figures["extrapolation"] = learning_curve(metrics, out / "learning_curve.png", per_batch,
+                                                  None if trained is None else steps / (trained / 60))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1, allow_nan=True))
-    for metrics in sorted(out.glob("lightning_logs/version_*/metrics.csv"))[-1:]:
-        learning_curve(metrics, out / "learning_curve.png", per_batch)
 
 
 def report(model: OSFVModule, batches: Iterable[dict], steps: int, trained: float | None,
@@ -125,14 +126,46 @@ def report(model: OSFVModule, batches: Iterable[dict], steps: int, trained: floa
             "reconstruction": reconstruction, "free_view": free_view}
 
 
-def learning_curve(metrics_csv: Path, out: Path, per_batch: int) -> None:
-    """Plots val/psnr (and copying the source) against generator steps from a CSVLogger metrics file."""
+def learning_curve(metrics_csv: Path, out: Path, per_batch: int, steps_per_minute: float | None) -> dict:
+    """Plots val/psnr (and copying the source) against generator steps from a CSVLogger metrics file, and
+    extrapolates when the validation L1 and PSNR would reach copying the source (see :func:`extrapolate`)."""
     import csv
 
     rows = [r for r in csv.DictReader(metrics_csv.open()) if r.get("val/psnr")]
-    if rows:
-        plot_curve([(int(r["step"]) // per_batch, float(r["val/psnr"]), float(r["val/copy_source/psnr"]))
-                    for r in rows], out)
+    if not rows:
+        return {}
+    steps = [int(r["step"]) // per_batch for r in rows]
+    plot_curve([(n, float(r["val/psnr"]), float(r["val/copy_source/psnr"])) for n, r in zip(steps, rows)], out)
+    found = {}
+    for name, better in (("l1", "lower"), ("psnr", "higher")):
+        values = [float(r[f"val/{name}"]) for r in rows]
+        target = float(rows[-1][f"val/copy_source/{name}"])
+        n = extrapolate(steps, values, target, log_values=name == "l1")
+        found[name] = {"copy_source": target, "last": values[-1], "steps_to_copy": n}
+        when = ("not on this curve's trend" if n is None else f"~{n} generator steps" + (
+            "" if steps_per_minute is None else f" (~{n / steps_per_minute:.0f} min at this run's pace)"))
+        print(f"val/{name}: {values[-1]:.4g} after {steps[-1]} steps, copy {target:.4g}; a power law through the "
+              f"later half of the curve reaches copy at {when}")
+    return found
+
+
+def extrapolate(steps: list[int], values: list[float], target: float, log_values: bool) -> int | None:
+    """Where a power law fitted to the later half of a learning curve meets ``target``: L1 = a n^-b (log-log fit)
+    or PSNR = a + b log n. Optimistic (no plateau term): a lower bound on the steps needed, or None when the trend
+    does not get there (or already has: then the last step)."""
+    import numpy as np
+
+    half = max(2, len(steps) // 2)
+    n, v = np.log(np.asarray(steps[-half:], dtype=float)), np.asarray(values[-half:], dtype=float)
+    if log_values:
+        slope, intercept = np.polyfit(n, np.log(v), 1)
+        if values[-1] <= target:
+            return steps[-1]
+        return None if slope >= 0 else int(np.exp((np.log(target) - intercept) / slope))
+    slope, intercept = np.polyfit(n, v, 1)
+    if values[-1] >= target:
+        return steps[-1]
+    return None if slope <= 0 else int(np.exp((target - intercept) / slope))
 
 
 def plot_curve(points: list[tuple[int, float, float]], out: Path,

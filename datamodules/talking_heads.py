@@ -294,7 +294,7 @@ class ShardDataModule(L.LightningDataModule):
         self.augment = Augment(flip_probability=flip_probability, color=color_jitter)
         self.train_urls: list[str] = []
         self.val_items: Dataset | None = None
-        self._skipped = multiprocessing.Array("q", 2)  # corrupt (samples, shards) skipped by training workers
+        self._skipped: Any = None  # corrupt (samples, shards) skipped by training workers: made by train_dataloader
         self._resume = {"epoch": 0, "batches": 0}  # from a checkpoint's state_dict: see load_state_dict
 
     # -- set-up --------------------------------------------------------------------------------------------------
@@ -361,6 +361,8 @@ class ShardDataModule(L.LightningDataModule):
         rank, world_size = self.rank_and_world
         workers = max(1, self.num_workers)
         batches_per_worker = math.ceil(math.ceil(self.samples_per_epoch / self.batch_size) / workers)
+        if self._skipped is None:  # made in the process that trains (a ddp_spawn rank), inherited by its workers
+            self._skipped = multiprocessing.Array("q", 2)
         stream = ClipStream(
             self.train_urls,
             rank=rank,
@@ -399,8 +401,13 @@ class ShardDataModule(L.LightningDataModule):
         if state:
             self._resume = {"epoch": int(state["stream_epoch"]), "batches": int(state["stream_batches"])}
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_skipped"] = None  # shared memory of this process: never pickled into another (ddp_spawn)
+        return state
+
     def teardown(self, stage: str) -> None:
-        if stage == "fit" and self.skip_corrupt:
+        if stage == "fit" and self.skip_corrupt and self._skipped is not None:
             samples, shards = self._skipped[0], self._skipped[1]
             log.warning("skip_corrupt: %d corrupt samples and %d unreadable shards skipped in training in all "
                         "(completed epochs)", samples, shards)

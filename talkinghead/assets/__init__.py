@@ -5,8 +5,8 @@ as an inference-only checkpoint (generator side, no discriminator, loss networks
 :mod:`talkinghead.lightning.slim`). It loads with ``talkinghead evaluate --checkpoint`` and ``OSFVModule.
 load_from_checkpoint``; `make demo` shows it. Remade by::
 
-    python benchmarks/osfv_learning.py --minutes 30 --identities 192 --out /tmp/osfv_tp \\
+    python benchmarks/osfv_learning.py --minutes 60 --identities 192 --out /tmp/osfv_60 \\
         --export talkinghead/assets/osfv_tiny.ckpt
 
-(1195 generator steps on 2 CPU cores; its held-out figures are in the README.)
+(2837 generator steps in 60 minutes on 2 CPU cores; its held-out figures are in the README.)
 """
