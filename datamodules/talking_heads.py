@@ -130,7 +130,7 @@ class ClipStream(IterableDataset):
                 raise ShardError(
                     f"no readable training sample left: all {len(urls)} shard(s) of this worker failed "
                     f"(skip_corrupt skipped {len(bad)} shard(s) this epoch, e.g. {sorted(bad)[0]}); "
-                    f"check the data with `talkinghead inspect` or rewrite the shards"
+                    f"rewrite those shards or remove them from the shard list"
                 )
             yield rng.choice(good)
 
