@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in LIGHTNING_SUBCOMMANDS:
         print(f"talkinghead: unknown command {argv[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    from talkinghead.errors import ConfigError, find_config_error, one_line
+    from talkinghead.errors import ConfigError, find_cause, one_line
     from talkinghead.lightning.adversarial import NonFiniteTrainingError
 
     try:
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - only a bad value or bad data becomes one line; the rest re-raises
         from talkinghead.datamodules.shard_format import ShardError
 
-        cause = find_config_error(error, (ConfigError, ShardError, pickle.UnpicklingError))
+        cause = find_cause(error, (ConfigError, ShardError, pickle.UnpicklingError))
         if cause is None or debug:
             raise
         message = one_line(cause)

@@ -7,15 +7,15 @@ traceback only under ``--debug`` or ``TALKINGHEAD_DEBUG=1``.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "find_config_error", "one_line"]
+__all__ = ["ConfigError", "find_cause", "one_line"]
 
 
 class ConfigError(ValueError):
     """A configured value the package cannot use; the message names the value and what to use instead."""
 
 
-def find_config_error(error: BaseException | None,
-                      kinds: tuple[type[BaseException], ...] = (ConfigError,)) -> BaseException | None:
+def find_cause(error: BaseException | None,
+               kinds: tuple[type[BaseException], ...] = (ConfigError,)) -> BaseException | None:
     """The error of one of ``kinds`` that ``error`` is or was raised from (its __cause__ / __context__ chain)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:

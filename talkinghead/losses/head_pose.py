@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from talkinghead.safe_load import safe_torch_load
+
 __all__ = ["Hopenet", "load_hopenet", "HeadPoseLoss"]
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,7 +96,7 @@ def load_hopenet(path: str | os.PathLike) -> Hopenet:
             f"Hopenet weights file not found: {path}. Get hopenet_robust_alpha1.pkl from the deep-head-pose "
             f"project (github.com/natanielruiz/deep-head-pose) and pass its local path."
         )
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = safe_torch_load(path, "Hopenet weights file")
     for key in ("state_dict", "model"):
         if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
             state_dict = state_dict[key]

@@ -27,6 +27,7 @@ from torchmetrics import Metric
 
 from talkinghead.metrics._images import to_uint8_frames
 from talkinghead.metrics.pretrained import MissingWeightsError
+from talkinghead.safe_load import safe_torch_load
 
 __all__ = ["FaceEmbedder", "DlibFaceEmbedder", "FacenetEmbedder", "AED", "CSIM", "FACENET_WEIGHTS_HINT"]
 
@@ -134,7 +135,7 @@ class FacenetEmbedder:
 
         self.device = torch.device(device)
         self.network = InceptionResnetV1(pretrained=None, classify=False).eval()
-        state_dict = torch.load(Path(weights_path).expanduser(), map_location="cpu", weights_only=True)
+        state_dict = safe_torch_load(weights_path, "FaceNet weights file")
         state_dict = {key: value for key, value in state_dict.items() if not key.startswith("logits.")}
         self.network.load_state_dict(state_dict)
         self.network.to(self.device)

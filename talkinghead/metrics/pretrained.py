@@ -23,6 +23,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from talkinghead.safe_load import safe_torch_load
+
 __all__ = [
     "MissingWeightsError",
     "InceptionV3Features",
@@ -78,7 +80,7 @@ def _resolve_weights(weights: str | os.PathLike, file_name: str, builder: str, w
 
 
 def _load_state_dict(path: Path) -> dict[str, Tensor]:
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = safe_torch_load(path, "weights file")
     for key in ("state_dict", "model"):
         if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
             state_dict = state_dict[key]

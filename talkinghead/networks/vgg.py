@@ -29,6 +29,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from talkinghead.safe_load import safe_torch_load
+
 __all__ = ["VGG19Features", "FaceVGGFeatures", "load_vgg19", "load_face_vgg", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -182,10 +184,7 @@ class FaceVGGFeatures(_FrozenFeaturePyramid):
 
 def _torch_load(path: str | os.PathLike, what: str) -> dict[str, Tensor]:
     """A state dict from a local file, unwrapped from common checkpoint containers."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} weights file not found: {path}")
-    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    state_dict = safe_torch_load(path, f"{what} weights file")
     for key in ("state_dict", "model"):
         if isinstance(state_dict, dict) and isinstance(state_dict.get(key), dict):
             state_dict = state_dict[key]
