@@ -170,6 +170,8 @@ class ClipStream(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rng = self._worker_rng()
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         bad: set[str] = set()
         counts = {"samples": 0, "shards": 0}
         pipeline = wds.DataPipeline(
@@ -180,17 +182,14 @@ class ClipStream(IterableDataset):
         ).with_epoch(self.samples_per_worker)
         skip = 0
         if self.skip_batches:  # only in the first epoch after a mid-epoch resume
-            info = torch.utils.data.get_worker_info()
-            worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
             skip = len(range(worker, self.skip_batches, workers)) * self.batch_size
             self.skip_batches = 0
         for index, item in enumerate(pipeline):
             if index >= skip:
                 yield item
         if counts["samples"] or counts["shards"]:
-            info = torch.utils.data.get_worker_info()
             log.warning("skip_corrupt: rank %d worker %d epoch %d skipped %d corrupt samples and %d unreadable shards",
-                        self.rank, 0 if info is None else info.id, self.epoch, counts["samples"], counts["shards"])
+                        self.rank, worker, self.epoch, counts["samples"], counts["shards"])
             if self.skipped is not None:
                 with self.skipped.get_lock():
                     self.skipped[0] += counts["samples"]
@@ -315,12 +314,13 @@ class ShardDataModule(L.LightningDataModule):
         skip_corrupt: each is built once here, so a corrupt one never reaches the validation loop)."""
         samples: list[Sample] = []
         skipped = 0
+        build = self.items().val
         for url in urls:
             try:
                 for sample in iter_shard_samples(url):
                     if self.skip_corrupt:
                         try:
-                            self.items().val(sample, len(samples))
+                            build(sample, len(samples))
                         except ShardError as error:
                             skipped += 1
                             log.warning("skipping validation sample: %s", error)
