@@ -42,6 +42,7 @@ __all__ = [
     "IndexEntry",
     "ShardError",
     "ShardWriter",
+    "complete_partial_shard",
     "decode_clip",
     "decode_frames",
     "encode_clip",
@@ -290,11 +291,49 @@ class FolderLock:
                 f"(lock file {self.path})")
 
 
+class _TarStream:
+    """A tar file written member by member straight to disk (WebDataset's member naming: KEY.SUFFIX, sorted by
+    suffix), so that the offset after a sample is a valid place to end the archive (:meth:`ShardWriter.checkpoint`;
+    WebDataset's own TarWriter buffers inside a stream-mode tarfile)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "wb")
+        self.tar = tarfile.open(fileobj=self.file, mode="w", format=tarfile.USTAR_FORMAT)
+
+    def write(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        for suffix in sorted(k for k in sample if not k.startswith("_")):
+            data = sample[suffix]
+            info = tarfile.TarInfo(f"{key}.{suffix}")
+            info.size, info.mtime, info.mode = len(data), time.time(), 0o444
+            info.uname = info.gname = "talkinghead"
+            self.tar.addfile(info, io.BytesIO(data))
+
+    def sync(self) -> int:
+        """Flushes to disk; returns the offset where the samples so far end."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        return self.tar.offset
+
+    def close(self) -> None:
+        try:
+            self.tar.close()
+        finally:
+            self.file.close()
+
+    def discard(self) -> None:
+        """Closes the file without ending the archive (what follows the last checkpoint is cut off anyway)."""
+        self.file.close()
+
+
 class ShardWriter:
     """Writes clips into numbered shards ``PREFIX-000000.tar`` with an index ``PREFIX-000000.json`` beside each.
 
     A shard is written under a temporary name and renamed when complete, so an interrupted run never leaves a
-    truncated shard under a real name, and shards that already exist are never overwritten.
+    truncated shard under a real name, and shards that already exist are never overwritten. :meth:`checkpoint`
+    makes the samples written so far durable: a writer left by an exception then completes its shard with them
+    (dropping only what came after), and a killed run's ``.tar.partial`` can be completed later at the returned
+    offset with :func:`complete_partial_shard`.
 
     Args:
         out_dir: folder for the shards (created if missing).
@@ -316,9 +355,6 @@ class ShardWriter:
         start_index: int = 0,
         lock: bool = True,
     ) -> None:
-        import webdataset as wds
-
-        self._wds = wds
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._lock = FolderLock(self.out_dir).acquire() if lock else None
@@ -326,6 +362,7 @@ class ShardWriter:
         self.next_index = start_index
         self.written: list[Path] = []  # completed shards, in order
         self._tar = None
+        self._mark: tuple[int, int] = (0, 0)  # (bytes, samples) of the open shard made durable by checkpoint()
         self._entries: list[dict[str, Any]] = []
         self._bytes = 0
         self._keys: set[str] = set()
@@ -347,8 +384,22 @@ class ShardWriter:
         if path.exists():
             raise ShardError(f"{path} already exists: write into an empty folder or pass a higher start_index")
         self._tmp = path.with_suffix(".tar.partial")
-        self._tar = self._wds.TarWriter(str(self._tmp))
+        self._tar = _TarStream(self._tmp)
         self._entries, self._bytes = [], 0
+        self._mark = (0, 0)
+
+    @property
+    def open_path(self) -> Path:
+        """The real name of the shard being written (or to be written next)."""
+        return self._path(self.next_index)
+
+    def checkpoint(self) -> int:
+        """Flushes and syncs the open shard; returns the byte offset at which its samples so far end (0 when no
+        shard is open). An exception leaving the writer then keeps those samples (see the class doc)."""
+        if self._tar is None:
+            return 0
+        self._mark = (self._tar.sync(), len(self._entries))
+        return self._mark[0]
 
     def write(self, clip: Clip, key: str) -> None:
         """Adds one clip under ``key`` (unique across the writer)."""
@@ -386,10 +437,18 @@ class ShardWriter:
     def _abort(self) -> None:
         if self._tar is not None:
             tar, self._tar = self._tar, None
+            offset, samples = self._mark
             try:
-                tar.close()  # may itself fail (ENOSPC): the partial file goes either way
+                tar.discard()  # may fail (ENOSPC)
             except OSError:
                 pass
+            try:
+                if samples:
+                    complete_partial_shard(self._tmp, offset, self._entries[:samples])
+                    self.written.append(self._path(self.next_index))
+                    self.next_index += 1
+            except (OSError, ShardError):
+                pass  # nothing durable to keep after all: the partial file goes
             finally:
                 self._tmp.unlink(missing_ok=True)
         self._release()
@@ -407,6 +466,34 @@ class ShardWriter:
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+def complete_partial_shard(partial: str | os.PathLike, offset: int,
+                           entries: list[dict[str, Any]] | None = None) -> Path:
+    """Completes an unfinished ``NAME.tar.partial`` with the samples before ``offset`` (a value returned by
+    :meth:`ShardWriter.checkpoint`): cuts it there, ends the archive, writes the index ``NAME.json`` (from
+    ``entries`` or read back from the samples) and renames it ``NAME.tar``.
+
+    Raises:
+        ShardError: the file is shorter than ``offset`` or its samples do not read back.
+    """
+    partial = Path(partial)
+    path = partial.with_suffix("")  # NAME.tar.partial -> NAME.tar
+    with open(partial, "r+b") as handle:
+        if os.fstat(handle.fileno()).st_size < offset:
+            raise ShardError(f"{partial} is shorter than the {offset} bytes recorded as written")
+        handle.truncate(offset)
+        handle.seek(offset)
+        handle.write(bytes(2 * tarfile.BLOCKSIZE))  # the end-of-archive marker
+        handle.flush()
+        os.fsync(handle.fileno())
+    if entries is None:
+        entries = [{"key": e.key, "identity": e.identity, "video": e.video, "num_frames": e.num_frames}
+                   for e in _index_from_samples(str(partial))]
+    index = {"format_version": FORMAT_VERSION, "shard": path.name, "samples": entries}
+    path.with_suffix(".json").write_text(json.dumps(index, indent=1))
+    os.replace(partial, path)
+    return path
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -578,6 +665,11 @@ def read_index(url: str) -> list[IndexEntry]:
         pass
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise ShardError(f"shard index {sidecar} is corrupt ({error}): delete it and it is rebuilt from the shard")
+    return _index_from_samples(url)
+
+
+def _index_from_samples(url: str) -> list[IndexEntry]:
+    """The index of one shard by streaming its samples."""
     entries = []
     for sample in iter_shard_samples(url):
         if "meta.json" not in sample:

@@ -24,17 +24,22 @@ shot changes and at ``--max-frames``, clips under ``--min-frames`` and faces und
 Crops are square: ``--crop voxceleb`` is one box per clip around all the clip's face positions (side = the union's
 larger side + 0.6 face sides; margin 1.6 for a still head), ``--crop lpd`` follows the face with a 1.8 x box,
 centre and side averaged over ``--smooth-window`` frames (``--crop-motion`` swaps the two behaviours, ``--margin``
-the factor). Where the crop leaves the frame it is padded (``--pad edge`` or ``black``), then resized to ``--size``
-with antialiasing. 68 landmarks come from dlib on the source frame at the face box, mapped into crop pixels; pose
+the factor; ``--crop none`` keeps inputs that already are aligned face crops as they are). Where the crop leaves the
+frame it is padded (``--pad reflect``, ``edge`` or ``black``), but never by more than ``--max-pad`` of its area
+(default 0.15): a clip's box is shrunk about its centre until it fits (never into the face), or the clip is dropped
+(``--over-pad drop``; reason heavy-padding). The share padded is in each clip's meta (``outside_fraction``) and in
+the summary. Crops are then resized to ``--size`` with antialiasing. 68 landmarks come from dlib on the source frame at the face box, mapped into crop pixels; pose
 labels (yaw, pitch, roll, tx, ty; tz = 0) from a weak-perspective fit of a generic 3D face to them, or yaw, pitch and
 roll from Hopenet with ``--pose-checkpoint hopenet_robust_alpha1.pkl`` (deep-head-pose weights; nothing is
 downloaded).
 
 Output in ``--out``: shards ``PREFIX-TOKEN-NNNNNN.tar`` (+ ``.json`` index; one token per worker, so workers and
 reruns never collide), ``preprocess_manifest.jsonl`` (one line per finished input: status, reason, clips, frames,
-warnings, timings), ``preprocess_summary.json`` (totals, failures with reasons, files with warnings) and
-``preprocess_options.json``. Rerunning the same command skips finished inputs and redoes any input a crash
-interrupted (its unfinished shard is removed); a bad input never stops the run: it is recorded as failed with a
+warnings, padding, timings), ``preprocess_summary.json`` (totals, failures with reasons, files with warnings,
+padding) and
+``preprocess_options.json``. Each input is recorded as soon as it is done, so rerunning the same command skips
+every finished input (a killed run's unfinished shard is completed with their clips) and redoes only the input a
+crash interrupted; a bad input never stops the run: it is recorded as failed with a
 reason (unreadable, no-face, tiny-face, too-short, error, crashed). Exit status 0 when the run completes, even with
 failed inputs; 2 for bad options or inputs that cannot be listed.
 
@@ -62,13 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     add("--layout", choices=("voxceleb2", "folder", "csv"), default=None,
         help="input layout (default: inferred from --input)")
     add("--size", type=int, default=256, help="side of the square output frames in pixels (even)")
-    add("--crop", choices=("voxceleb", "lpd"), default="voxceleb",
-        help="voxceleb: one box per clip, margin 1.6; lpd: 1.8 x the face box, following the face")
+    add("--crop", choices=("voxceleb", "lpd", "none"), default="voxceleb",
+        help="voxceleb: one box per clip, margin 1.6; lpd: 1.8 x the face box, following the face; none: the "
+             "inputs are already aligned face crops (the centred square of the frame is kept as it is)")
     add("--crop-motion", choices=("auto", "fixed", "smooth"), default="auto",
         help="fixed box per clip or smoothed moving box (auto: fixed for voxceleb, smooth for lpd)")
     add("--margin", type=float, default=None, help="crop side / face side (default 1.6 voxceleb, 1.8 lpd)")
     add("--smooth-window", type=int, default=9, help="frames averaged for the moving crop box")
-    add("--pad", choices=("edge", "black"), default="edge", help="fill where the crop leaves the frame")
+    add("--pad", choices=("reflect", "edge", "black"), default="reflect",
+        help="fill where the crop leaves the frame: reflect mirrors the frame at its border (least visible); "
+             "edge repeats the border pixels (streaks: 'long necks', side bars); black")
+    add("--max-pad", type=float, default=0.15,
+        help="largest share of a crop allowed outside the frame (0-1; 1: no limit); see --over-pad")
+    add("--over-pad", choices=("shrink", "drop"), default="shrink",
+        help="a clip whose crop pads more than --max-pad: shrink its box (never into the face; dropped when that "
+             "is not enough) or drop it")
     add("--detect-every", type=int, default=1, help="run face detection on every N-th frame, interpolate between")
     add("--detect-max-side", type=int, default=640,
         help="shrink larger frames to this side for detection only (0: never)")
@@ -105,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         margin=args.margin,
         smooth_window=args.smooth_window,
         pad=args.pad,
+        max_pad=args.max_pad,
+        over_pad=args.over_pad,
         detect_every=args.detect_every,
         detect_max_side=args.detect_max_side,
         min_face=args.min_face,

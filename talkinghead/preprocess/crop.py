@@ -18,6 +18,14 @@ Two placements (``--crop``), two motions (``--crop-motion``):
   window of ``--smooth-window`` frames (truncated symmetrically at the clip ends, so steady motion is followed
   without lag and detector jitter of a few pixels is averaged away). Boxes are rounded to whole pixels, so the
   crop steps by at most half a source pixel.
+- ``none``: the input is already an aligned square crop (VoxCeleb2's own release, FFHQ-style videos): the crop is
+  the largest centred square of the frame, never padded; faces are still tracked for the landmarks and the cuts.
+
+Padding. A box that reaches past the frame is padded (``--pad reflect``, ``edge`` or ``black``). On tightly
+cropped inputs heavy padding is what damages data ("long necks" and side bars from repeated border pixels), so
+:func:`limit_padding` shrinks a clip's boxes about their centres, by one factor for the whole clip, until no frame
+has more than ``--max-pad`` of its crop outside the frame, never cutting into the face box; a clip that cannot meet
+the limit even then is dropped (reason ``heavy-padding``), as is any over-limit clip with ``--over-pad drop``.
 """
 
 from __future__ import annotations
@@ -27,17 +35,25 @@ import numpy as np
 __all__ = [
     "CROP_MARGINS",
     "CROP_MOTIONS",
+    "CROP_PLACEMENTS",
+    "PAD_MODES",
     "crop_boxes",
     "crop_and_resize",
     "from_crop_coordinates",
+    "limit_padding",
     "moving_average",
+    "outside_fraction",
     "to_crop_coordinates",
+    "whole_frame_boxes",
 ]
 
-# Default margin (crop side / face side) of each --crop placement.
+# Default margin (crop side / face side) of each --crop placement that places a box around the face.
 CROP_MARGINS = {"voxceleb": 1.6, "lpd": 1.8}
 # Default motion of each --crop placement.
-CROP_MOTIONS = {"voxceleb": "fixed", "lpd": "smooth"}
+CROP_MOTIONS = {"voxceleb": "fixed", "lpd": "smooth", "none": "fixed"}
+CROP_PLACEMENTS = ("voxceleb", "lpd", "none")
+# What fills the part of a crop outside the frame: mirrored content, repeated border pixels, or black.
+PAD_MODES = ("reflect", "edge", "black")
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -90,14 +106,73 @@ def crop_boxes(face_boxes: np.ndarray, margin: float, motion: str = "fixed", win
     raise ValueError(f"unknown crop motion {motion!r}: choose fixed or smooth")
 
 
-def crop_and_resize(frame: np.ndarray, box: np.ndarray, size: int, pad: str = "edge") -> np.ndarray:
+def whole_frame_boxes(count: int, width: int, height: int) -> np.ndarray:
+    """``--crop none``: the largest centred square of a width x height frame, ``count`` times -> (count, 4) int64."""
+    side = min(width, height)
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    return np.tile(np.array([[x0, y0, x0 + side, y0 + side]], np.int64), (count, 1))
+
+
+def outside_fraction(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Share of each box's area (boxes (..., 4) x0, y0, x1, y1) outside a width x height frame, what padding
+    fills -> (...) float64 in [0, 1]."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    inside_w = np.clip(np.minimum(boxes[..., 2], width) - np.maximum(boxes[..., 0], 0), 0, None)
+    inside_h = np.clip(np.minimum(boxes[..., 3], height) - np.maximum(boxes[..., 1], 0), 0, None)
+    area = (boxes[..., 2] - boxes[..., 0]) * (boxes[..., 3] - boxes[..., 1])
+    return 1.0 - inside_w * inside_h / np.maximum(area, 1e-12)
+
+
+def limit_padding(boxes: np.ndarray, face_boxes: np.ndarray, width: int, height: int,
+                  max_pad: float) -> tuple[np.ndarray | None, float]:
+    """Shrinks a clip's crop boxes so that none has more than ``max_pad`` of its area outside the frame.
+
+    All boxes shrink about their own centres by one factor (the clip keeps one zoom), the largest that meets the
+    limit on every frame; a box never shrinks below the one that still holds its frame's face box.
+
+    Args:
+        boxes: (t, 4) int crop boxes (:func:`crop_boxes`).
+        face_boxes: (t, 4) float x1, y1, x2, y2 of the tracked face per frame.
+        width, height: the frame size.
+        max_pad: largest acceptable share of a crop outside the frame, in [0, 1] (1: never shrink).
+
+    Returns:
+        (boxes, scale): the (t, 4) int64 boxes and the factor applied (1.0: unchanged), or (None, scale) when the
+        limit cannot be met without cutting into the face.
+    """
+    boxes = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    if max_pad >= 1 or outside_fraction(boxes, width, height).max() <= max_pad:
+        return boxes, 1.0
+    faces = np.asarray(face_boxes, dtype=np.float64).reshape(-1, 4)
+    side = (boxes[:, 2] - boxes[:, 0]).astype(np.float64)
+    centre_x, centre_y = boxes[:, 0] - 0.5 + side / 2, boxes[:, 1] - 0.5 + side / 2  # inverse of _square
+    # Smallest factor that still holds each face box (+ a pixel for rounding).
+    reach = np.max(np.abs(np.stack([faces[:, 0] - centre_x, faces[:, 2] - centre_x,
+                                    faces[:, 1] - centre_y, faces[:, 3] - centre_y], axis=1)), axis=1)
+    floor = float(np.max((2 * reach + 2) / side))
+
+    def fits(scale: float) -> bool:
+        shrunk = _square(centre_x, centre_y, side * scale)
+        return bool(outside_fraction(shrunk, width, height).max() <= max_pad)
+
+    if floor >= 1 or not fits(floor):
+        return None, floor
+    low, high = floor, 1.0  # fits(low) holds, fits(high) does not; the outside share grows with the scale
+    for _ in range(24):
+        middle = (low + high) / 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return _square(centre_x, centre_y, side * low), low
+
+
+def crop_and_resize(frame: np.ndarray, box: np.ndarray, size: int, pad: str = "reflect") -> np.ndarray:
     """Cuts the square ``box`` out of a frame, padding outside it, and resizes it to ``size`` (antialiased).
 
     Args:
         frame: (h, w, 3) uint8 RGB.
         box: (4,) int x0, y0, x1, y1, a square (see the module doc); it may reach outside the frame.
         size: S, the output side.
-        pad: "edge" (repeat the border pixels) or "black" for the parts of the box outside the frame.
+        pad: what fills the parts of the box outside the frame: "reflect" (the frame mirrored at its border),
+            "edge" (the border pixels repeated) or "black".
 
     Returns:
         (S, S, 3) uint8 RGB.
@@ -113,7 +188,10 @@ def crop_and_resize(frame: np.ndarray, box: np.ndarray, size: int, pad: str = "e
         patch = frame[sy0:sy1, sx0:sx1]
         pads = ((sy0 - y0, y1 - sy1), (sx0 - x0, x1 - sx1), (0, 0))
         if any(p for pair in pads for p in pair):
-            patch = np.pad(patch, pads, mode="edge" if pad == "edge" else "constant")
+            if pad == "reflect" and min(patch.shape[:2]) >= 2:
+                patch = np.pad(patch, pads, mode="reflect")  # numpy reflects again where a pad exceeds the patch
+            else:
+                patch = np.pad(patch, pads, mode="constant" if pad == "black" else "edge")
     if patch.shape[0] == size:
         return np.ascontiguousarray(patch)
     # PIL's BICUBIC widens its kernel when shrinking (antialiasing) and samples at (u + 1/2) * side / S - 1/2,

@@ -32,7 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from .crop import CROP_MARGINS, CROP_MOTIONS, crop_and_resize, crop_boxes, to_crop_coordinates
+from .crop import (
+    CROP_MARGINS,
+    CROP_MOTIONS,
+    CROP_PLACEMENTS,
+    PAD_MODES,
+    crop_and_resize,
+    crop_boxes,
+    limit_padding,
+    outside_fraction,
+    to_crop_coordinates,
+    whole_frame_boxes,
+)
 from .inputs import InputVideo, sample_key
 from .tracking import DROP_REASONS, ClipCutter, FaceTracker, ShotChangeDetector, interpolate_boxes
 from .video import VFR_TOLERANCE, DecodedFrame, VideoError, VideoReader
@@ -49,9 +60,11 @@ __all__ = [
 ]
 
 # Written into every clip's meta.json ("preprocessing"); bump it when the clips a given input gives change.
-PREPROCESSING_VERSION = "talkinghead.preprocess 1"
+PREPROCESSING_VERSION = "talkinghead.preprocess 2"  # 2: reflect padding, --max-pad, --crop none
 # Why an input gave no clip.
-FAILURE_REASONS = ("unreadable", "no-face", "tiny-face", "too-short", "error", "crashed")
+FAILURE_REASONS = ("unreadable", "no-face", "tiny-face", "too-short", "heavy-padding", "error", "crashed")
+# A clip counts as padded in the summary when more than this share of a crop lies outside the frame.
+PADDED_SHARE = 0.01
 # Things worth knowing about an input that still gave clips (or not).
 WARNINGS = ("several-faces", "variable-frame-rate", "truncated", "rotated")
 # Stages timed per input (seconds): decoding (with the shot test), MTCNN, dlib, the pose fit (or Hopenet),
@@ -67,11 +80,13 @@ class PreprocessOptions:
     """What ``talkinghead preprocess`` does to each video (the command's options, same names)."""
 
     size: int = 256  # side S of the square output frames, even
-    crop: str = "voxceleb"  # crop placement: "voxceleb" (margin 1.6) or "lpd" (square face box x 1.8)
+    crop: str = "voxceleb"  # "voxceleb" (margin 1.6), "lpd" (square face box x 1.8), "none" (already cropped)
     crop_motion: str = "auto"  # "fixed" box per clip, "smooth" moving box, "auto": fixed for voxceleb, else smooth
     margin: float | None = None  # crop side / face side; None: the placement's default (CROP_MARGINS)
     smooth_window: int = 9  # frames of the moving average of the "smooth" crop box
-    pad: str = "edge"  # fill where the crop leaves the frame: "edge" (repeat the border) or "black"
+    pad: str = "reflect"  # fill where the crop leaves the frame: "reflect" (mirror), "edge" (repeat) or "black"
+    max_pad: float = 0.15  # largest share of a crop allowed outside the frame; more shrinks the box (1: off)
+    over_pad: str = "shrink"  # a clip over --max-pad: "shrink" its boxes (dropped if even that fails) or "drop" it
     detect_every: int = 1  # run MTCNN on every N-th frame of a shot, interpolate the box in between
     detect_max_side: int = 640  # frames with a longer side are shrunk to it for detection only (0: never)
     min_face: int = 64  # smallest face side kept, source pixels; smaller faces are dropped as tiny-face
@@ -86,7 +101,10 @@ class PreprocessOptions:
     batch_size: int = 16  # frames per MTCNN batch
 
     @property
-    def crop_margin(self) -> float:
+    def crop_margin(self) -> float | None:
+        """Crop side / face side; None for ``crop="none"`` (the frame is the crop)."""
+        if self.crop == "none":
+            return None
         return CROP_MARGINS[self.crop] if self.margin is None else float(self.margin)
 
     @property
@@ -97,12 +115,16 @@ class PreprocessOptions:
         """Raises ValueError naming the first option out of range and what it accepts."""
         problems = [
             (self.size >= 16 and self.size % 2 == 0, f"size must be an even number >= 16 (H.264), got {self.size}"),
-            (self.crop in CROP_MARGINS, f"crop must be one of {', '.join(CROP_MARGINS)}, got {self.crop!r}"),
+            (self.crop in CROP_PLACEMENTS, f"crop must be one of {', '.join(CROP_PLACEMENTS)}, got {self.crop!r}"),
+            (self.crop != "none" or (self.margin is None and self.crop_motion in ("auto", "fixed")),
+             "crop none takes the whole frame: --margin and --crop-motion smooth do not apply to it"),
             (self.crop_motion in ("auto", "fixed", "smooth"),
              f"crop motion must be auto, fixed or smooth, got {self.crop_motion!r}"),
             (self.margin is None or self.margin > 0, f"margin must be positive, got {self.margin}"),
             (self.smooth_window >= 1, f"smooth window must be at least 1 frame, got {self.smooth_window}"),
-            (self.pad in ("edge", "black"), f"pad must be edge or black, got {self.pad!r}"),
+            (self.pad in PAD_MODES, f"pad must be one of {', '.join(PAD_MODES)}, got {self.pad!r}"),
+            (0 <= self.max_pad <= 1, f"max-pad must be a share of the crop in [0, 1] (1: off), got {self.max_pad}"),
+            (self.over_pad in ("shrink", "drop"), f"over-pad must be shrink or drop, got {self.over_pad!r}"),
             (self.detect_every >= 1, f"detect-every must be at least 1, got {self.detect_every}"),
             (self.detect_max_side == 0 or self.detect_max_side >= 64,
              f"detect-max-side must be 0 (off) or at least 64 pixels, got {self.detect_max_side}"),
@@ -137,7 +159,10 @@ class FileResult:
     dropped: dict[str, int] = field(default_factory=dict)  # frames left out, by DROP_REASONS entry
     clips: int = 0  # clips written
     keys: list[str] = field(default_factory=list)  # their sample keys
+    padding: list[float] = field(default_factory=list)  # per written clip: largest share of a crop padded
+    shrunk: int = 0  # clips whose crop boxes were shrunk to meet --max-pad
     shard: str | None = None  # the shard holding them (set by the writer's side)
+    shard_offset: int | None = None  # where their samples end in that shard while it is still being written
     fps: float = 0.0  # nominal frame rate of the stream (average rate when variable)
     width: int = 0  # frame size after rotation
     height: int = 0
@@ -343,9 +368,13 @@ def _failure(result: FileResult, truncated: str | None) -> tuple[str, str]:
     dropped = result.dropped
     if result.frames == 0:
         return "unreadable", f"no frame could be decoded{': ' + truncated if truncated else ''}"
-    faced = dropped.get("tiny-face", 0) + dropped.get("short-clip", 0)
+    faced = dropped.get("tiny-face", 0) + dropped.get("short-clip", 0) + dropped.get("heavy-padding", 0)
     if faced == 0:
         return "no-face", f"no face found in {result.frames} frames"
+    if dropped.get("heavy-padding", 0) >= max(dropped.get("tiny-face", 0), dropped.get("short-clip", 0)):
+        return "heavy-padding", (f"the crops of {dropped['heavy-padding']} frames would lie more than --max-pad "
+                                 "outside the frame; the input may already be cropped (--crop none), or allow "
+                                 "more padding (--max-pad, --pad reflect)")
     if dropped.get("tiny-face", 0) >= dropped.get("short-clip", 0):
         return "tiny-face", (f"faces on {dropped.get('tiny-face', 0)} of {result.frames} frames are smaller "
                              f"than --min-face; lower it to keep them")
@@ -363,13 +392,15 @@ class _VideoRun:
         self.result, self.timings, self.reader = result, timings, reader
         self.shots = ShotChangeDetector(options.shot_threshold)
         self.tracker = FaceTracker(options.track_iou)
-        drift = options.drift_iou if options.motion == "fixed" and options.drift_iou > 0 else None
+        drift = options.drift_iou if options.motion == "fixed" and options.drift_iou > 0 and options.crop != "none" \
+            else None
         self.cutter = ClipCutter(options.min_frames, options.max_frames, options.min_face, drift)
         self.chunk_size = options.batch_size * options.detect_every
         self.pending: list[_Pending] = []  # decoded, not yet detected or resolved
         self.gap: list[_Pending] = []  # resolved up to the next detection (frames between two detections)
         self.last_box: np.ndarray | None = None  # the track's box at the last detection frame
         self.phase = 0
+        self.padding_dropped = 0  # frames of clips dropped for heavy padding
 
     def go(self) -> None:
         frames = self.reader.frames()
@@ -384,6 +415,7 @@ class _VideoRun:
             self._resolve(last=lookahead is None)
         self._finish(self.cutter.flush())
         self.result.dropped = {reason: self.cutter.dropped.get(reason, 0) for reason in DROP_REASONS}
+        self.result.dropped["heavy-padding"] = self.padding_dropped
 
     def _add(self, frame: DecodedFrame) -> None:
         result = self.result
@@ -450,7 +482,19 @@ class _VideoRun:
 
         options, result, timings = self.options, self.result, self.timings
         size = options.size
-        boxes = crop_boxes(face_boxes, options.crop_margin, options.motion, options.smooth_window)
+        height, width = frames[0].image.shape[:2]
+        if options.crop == "none":
+            boxes = whole_frame_boxes(len(frames), width, height)
+            scale = 1.0
+        else:
+            boxes = crop_boxes(face_boxes, options.crop_margin, options.motion, options.smooth_window)
+            limited, scale = limit_padding(boxes, face_boxes, width, height,
+                                           options.max_pad if options.over_pad == "shrink" else 1.0)
+            if limited is None or (options.over_pad == "drop" and
+                                   outside_fraction(boxes, width, height).max() > options.max_pad):
+                self.padding_dropped += len(frames)
+                return
+            boxes = limited
         with timings("landmarks"):
             # dlib on the source frame (full resolution) at the face box, then into crop pixels.
             source_points = np.stack([self.owner.predictor.predict(f.image, b) for f, b in zip(frames, face_boxes)])
@@ -469,8 +513,8 @@ class _VideoRun:
         fps = result.fps
         if (variable or not fps) and times[-1] > times[0]:
             fps = (len(frames) - 1) / (times[-1] - times[0])  # the clip's own average rate
-        height, width = frames[0].image.shape[:2]
         moving = bool((boxes != boxes[0]).any())
+        padded = round(float(outside_fraction(boxes, width, height).max()), 4)
         extra: dict[str, Any] = {
             "source_video": self.video.source_video,
             "source_frames": [frames[0].index, frames[-1].index + 1],
@@ -483,7 +527,8 @@ class _VideoRun:
             "crop_motion": options.motion,
             "crop_margin": options.crop_margin,
             "pad": options.pad,
-            "outside_fraction": round(max(_outside_fraction(b, width, height) for b in boxes), 4),
+            "outside_fraction": padded,
+            "crop_shrink": round(scale, 4),
             "detect_every": options.detect_every,
             "pose_source": self.owner.pose_source,
             "pose_residual_px": round(float(np.nanmean(residual)), 3),
@@ -506,11 +551,6 @@ class _VideoRun:
         result.clips += 1
         result.frames_kept += len(frames)
         result.keys.append(key)
-
-
-def _outside_fraction(box: np.ndarray, width: int, height: int) -> float:
-    """Share of a crop box's area outside a width x height frame (what the padding fills)."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    inside = max(0.0, min(x1, width) - max(x0, 0)) * max(0.0, min(y1, height) - max(y0, 0))
-    return 1.0 - inside / ((x1 - x0) * (y1 - y0))
+        result.padding.append(padded)
+        result.shrunk += scale < 1.0
 

@@ -6,16 +6,18 @@ the clips of one input always sit in one shard, and a shard is closed once it ho
 ``shard_bytes`` bytes (so an input with many clips can make a shard larger than that).
 
 Resuming. ``OUT/preprocess_manifest.jsonl`` gets one line per finished input (its :class:`FileResult`, failures
-included), written only once the shard holding its clips is complete under its real name. A rerun skips the
-inputs listed there. Anything a crash leaves behind is removed when the next run starts: ``.tar.partial`` files
-(:class:`~talkinghead.datamodules.shard_format.ShardWriter` never renames an unfinished shard) and complete shards
-of this prefix that no manifest line names (closed just before the crash, their inputs not yet recorded); those
-inputs are then done again, so no clip is written twice. One run at a time per output folder.
+included) as soon as the input is done: its clips are synced to disk first and the line records the shard and the
+byte offset where they end (``shard_offset``). A rerun skips the inputs listed there. An interrupted run (Ctrl-C,
+an error) completes its open shard with the recorded inputs' clips on the way out; after a hard kill the next run
+does it: a ``.tar.partial`` that manifest lines name is cut at their largest offset and completed
+(:func:`~talkinghead.datamodules.shard_format.complete_partial_shard`), any other ``.tar.partial`` and any complete
+shard of this prefix that no line names is removed, and inputs whose shard is gone are done again, so finished
+inputs are never redone and no clip is written twice. One run at a time per output folder (a lock file).
 
 Workers. ``workers <= 1`` runs in this process (with one torch thread while it runs); more start that many
 processes (spawn context), each building its own MTCNN, dlib predictor and Hopenet once, with one torch thread. A worker that dies (a crash inside a decoder,
-out of memory) costs only the input it was on, recorded as failed with reason "crashed"; the inputs whose clips
-were in its unfinished shard go back to the queue, and a new worker takes its place.
+out of memory) costs only the input it was on, recorded as failed with reason "crashed"; its unfinished shard is
+completed with the inputs it had recorded, and a new worker takes its place.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any
 
 from .inputs import InputVideo
 from .pipeline import (
+    PADDED_SHARE,
     PREPROCESSING_VERSION,
     STAGES,
     WARNINGS,
@@ -83,7 +86,6 @@ class ShardSink:
         self.writer = ShardWriter(out_dir, prefix=self.prefix, max_samples=sys.maxsize, max_bytes=sys.maxsize,
                                   lock=False)
         self.clips = 0  # clips in the open shard
-        self.waiting: list[FileResult] = []  # inputs whose clips are in the open shard
 
     def __enter__(self) -> ShardSink:
         return self
@@ -100,24 +102,21 @@ class ShardSink:
         self.writer.write(clip, key)
         self.clips += 1
 
-    def finished(self, result: FileResult) -> list[FileResult]:
-        """Records that an input is done; returns the inputs now safely stored (this one when it wrote no clip,
-        or all the open shard's when the shard is full and closed here)."""
-        if result.clips == 0:
-            return [result]
-        result.shard = self.open_shard.name
-        self.waiting.append(result)
-        partial = self.open_shard.with_suffix(".tar.partial")
-        size = partial.stat().st_size if partial.exists() else 0
-        if self.clips >= self.limits.clips_per_shard or size >= self.limits.shard_bytes:
-            return self.close()
-        return []
+    def finished(self, result: FileResult, record: Callable[[FileResult], None]) -> None:
+        """An input is done: its clips are synced to disk, ``record`` is called with its result (naming the shard
+        and the offset where its clips end), and then the shard is closed if it is full."""
+        if result.clips:
+            result.shard = self.open_shard.name
+            result.shard_offset = self.writer.checkpoint()
+        record(result)
+        if result.clips and (self.clips >= self.limits.clips_per_shard or
+                             result.shard_offset >= self.limits.shard_bytes):
+            self.close()
 
-    def close(self) -> list[FileResult]:
-        """Completes the open shard; returns the inputs it holds."""
+    def close(self) -> None:
+        """Completes the open shard."""
         self.writer.close()
-        stored, self.waiting, self.clips = self.waiting, [], 0
-        return stored
+        self.clips = 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -157,16 +156,55 @@ class _Manifest:
             os.fsync(handle.fileno())
         self.entries[result.path] = entry
 
+    def forget(self, paths: set[str]) -> None:
+        """Drops the entries of these inputs (their clips are lost: they are done again); rewrites the file."""
+        self.entries = {path: entry for path, entry in self.entries.items() if path not in paths}
+        partial = self.path.with_suffix(".jsonl.partial")
+        partial.write_text("".join(json.dumps(entry) + "\n" for entry in self.entries.values()))
+        os.replace(partial, self.path)
 
-def _clean(out_dir: Path, prefix: str, entries: dict[str, dict[str, Any]], log: Callable[[str], None]) -> None:
-    """Removes what a crashed run left: unfinished shards and finished ones no manifest entry names."""
-    named = {entry.get("shard") for entry in entries.values()}
-    ours = re.compile(rf"^{re.escape(prefix)}-[0-9a-f]{{8}}-\d{{6}}\.tar(\.partial)?$")
-    for path in sorted(out_dir.iterdir()):
-        if ours.match(path.name) and (path.name.endswith(".partial") or path.name not in named):
-            log(f"removing {path.name}: left unfinished or unrecorded by an earlier run; its inputs are redone")
+
+def _complete_partials(out_dir: Path, pattern: str, manifest: _Manifest, log: Callable[[str], None]) -> set[str]:
+    """Completes the unfinished shards whose names match ``pattern`` (a regex for the .tar name) with the clips of
+    the inputs the manifest records in them, removes those no entry names, and forgets the inputs whose shard is
+    lost (returned: the input paths to do again)."""
+    from talkinghead.datamodules.shard_format import ShardError, complete_partial_shard
+
+    ends: dict[str, int] = {}
+    for entry in manifest.entries.values():
+        if entry.get("shard") and entry.get("shard_offset"):
+            ends[entry["shard"]] = max(ends.get(entry["shard"], 0), int(entry["shard_offset"]))
+    for partial in sorted(out_dir.glob("*.tar.partial")):
+        name = partial.name.removesuffix(".partial")
+        if not re.fullmatch(pattern, name):
+            continue
+        if name in ends:
+            try:
+                complete_partial_shard(partial, ends[name])
+                log(f"completed {name}, left unfinished by an interrupted run, with the clips of its recorded inputs")
+                continue
+            except (OSError, ShardError) as error:
+                log(f"cannot complete {name} ({error}); its inputs are done again")
+        else:
+            log(f"removing {partial.name}: left unfinished by an earlier run before any input was recorded in it")
+        partial.unlink(missing_ok=True)
+    lost = {path for path, entry in manifest.entries.items()
+            if entry.get("shard") and re.fullmatch(pattern, entry["shard"]) and not (out_dir / entry["shard"]).exists()}
+    if lost:
+        manifest.forget(lost)
+    return lost
+
+
+def _clean(out_dir: Path, prefix: str, manifest: _Manifest, log: Callable[[str], None]) -> None:
+    """Puts right what a killed run left (see the module doc)."""
+    pattern = rf"{re.escape(prefix)}-[0-9a-f]{{8}}-\d{{6}}\.tar"
+    _complete_partials(out_dir, pattern, manifest, log)
+    named = {entry.get("shard") for entry in manifest.entries.values()}
+    for path in sorted(out_dir.glob("*.tar")):
+        if re.fullmatch(pattern, path.name) and path.name not in named:
+            log(f"removing {path.name}: an earlier run closed it but recorded none of its inputs; they are redone")
             path.unlink()
-            path.with_name(path.name.removesuffix(".partial")).with_suffix(".json").unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -180,9 +218,10 @@ class _Worker:
         self.processor = VideoPreprocessor(options)
         self.sink = ShardSink(out_dir, limits)
 
-    def process(self, video: InputVideo) -> tuple[FileResult, list[FileResult]]:
+    def process(self, video: InputVideo, record: Callable[[FileResult], None]) -> FileResult:
         result = self.processor.process(video, self.sink.write)
-        return result, self.sink.finished(result)
+        self.sink.finished(result, record)
+        return result
 
 
 def _worker_main(worker_id: int, out_dir: str, options: PreprocessOptions, limits: ShardLimits,
@@ -197,15 +236,10 @@ def _worker_main(worker_id: int, out_dir: str, options: PreprocessOptions, limit
         outbox.put(("fatal", worker_id, f"{type(error).__name__}: {error}"))
         return
     with worker.sink:
-        outbox.put(("ready", worker_id, None))
+        outbox.put(("ready", worker_id, worker.sink.prefix))
         while (video := inbox.get()) is not None:
-            result, stored = worker.process(video)
-            outbox.put(("processed", worker_id, result))
-            if stored:
-                outbox.put(("stored", worker_id, stored))
-        stored = worker.sink.close()
-        if stored:
-            outbox.put(("stored", worker_id, stored))
+            worker.process(video, lambda result: outbox.put(("processed", worker_id, result)))
+        worker.sink.close()
     outbox.put(("exit", worker_id, None))
 
 
@@ -214,7 +248,7 @@ class _Handle:
     process: Any
     inbox: Any
     current: InputVideo | None = None
-    unstored: dict[str, InputVideo] = field(default_factory=dict)  # processed, clips in its unfinished shard
+    prefix: str = ""  # its shards' names start with this
     ready: bool = False  # its models are built
     exited: bool = False
 
@@ -276,7 +310,7 @@ def _preprocess_locked(inputs: Sequence[InputVideo], out: Path, options: Preproc
                        log: Callable[[str], None]) -> dict[str, Any]:
     _check_options(out, options, log)
     manifest = _Manifest(out)
-    _clean(out, shard_prefix, manifest.entries, log)
+    _clean(out, shard_prefix, manifest, log)
     limits = ShardLimits(shard_prefix, clips_per_shard, int(shard_size_mb * (1 << 20)))
 
     todo = [video for video in inputs if video.path not in manifest.entries]
@@ -345,12 +379,8 @@ def _run_worker_here(todo: list[InputVideo], out: str, options: PreprocessOption
     worker = _Worker(out, options, limits)
     with worker.sink:
         for video in todo:
-            result, stored = worker.process(video)
-            processed(result)
-            for entry in stored:
-                manifest.add(entry)
-        for entry in worker.sink.close():
-            manifest.add(entry)
+            processed(worker.process(video, manifest.add))
+        worker.sink.close()
 
 
 def _run_pool(todo: list[InputVideo], out: str, options: PreprocessOptions, limits: ShardLimits,
@@ -383,16 +413,12 @@ def _run_pool(todo: list[InputVideo], out: str, options: PreprocessOptions, limi
         if kind == "fatal":
             raise RuntimeError(f"a preprocessing worker could not start: {payload}")
         if kind == "ready":
-            handle.ready = True
+            handle.ready, handle.prefix = True, payload
             feed(handle)
         elif kind == "processed":
-            handle.unstored[payload.path] = handle.current
+            manifest.add(payload)
             processed(payload)
             feed(handle)
-        elif kind == "stored":
-            for entry in payload:
-                handle.unstored.pop(entry.path, None)
-                manifest.add(entry)
         elif kind == "exit":
             handle.exited = True
             handle.process.join()
@@ -417,7 +443,8 @@ def _run_pool(todo: list[InputVideo], out: str, options: PreprocessOptions, limi
                 if not handle.ready:
                     raise RuntimeError(f"a preprocessing worker died while starting (exit code "
                                        f"{handle.process.exitcode}); run with --workers 1 to see why")
-                _crashed(handle, queue_, manifest, processed, log)
+                lost = _crashed(handle, Path(out), manifest, processed, log)
+                queue_.extend(video for video in todo if video.path in lost)
                 if queue_:
                     start()
     finally:
@@ -427,9 +454,10 @@ def _run_pool(todo: list[InputVideo], out: str, options: PreprocessOptions, limi
                 handle.process.join(timeout=10)
 
 
-def _crashed(handle: _Handle, queue_: deque, manifest: _Manifest, processed: Callable[[FileResult], None],
-             log: Callable[[str], None]) -> None:
-    """A worker died: its input is recorded as failed, the inputs of its lost shard go back to the queue."""
+def _crashed(handle: _Handle, out: Path, manifest: _Manifest, processed: Callable[[FileResult], None],
+             log: Callable[[str], None]) -> set[str]:
+    """A worker died: its input is recorded as failed, its unfinished shard completed with its recorded inputs;
+    returns the inputs to do again (recorded in a shard that could not be completed)."""
     handle.exited = True
     code = handle.process.exitcode
     if handle.current is not None:
@@ -439,7 +467,7 @@ def _crashed(handle: _Handle, queue_: deque, manifest: _Manifest, processed: Cal
         processed(result)
         manifest.add(result)
         log(f"worker crashed (exit code {code}) on {video.path}; recorded as failed, carrying on")
-    queue_.extendleft(reversed(list(handle.unstored.values())))
+    return _complete_partials(out, rf"{re.escape(handle.prefix)}-\d{{6}}\.tar", manifest, log)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -470,6 +498,7 @@ def summarise(entries: list[dict[str, Any]], options: PreprocessOptions, inputs:
     for result in this_run:
         timings.update(result.timings)
     frames_now = sum(r.frames for r in this_run)
+    padding = [share for entry in entries for share in entry.get("padding", [])]
     return {
         "preprocessing": PREPROCESSING_VERSION,
         "videos": {"finished": len(entries), "ok": len(ok), "failed": len(failed)},
@@ -480,6 +509,16 @@ def summarise(entries: list[dict[str, Any]], options: PreprocessOptions, inputs:
             "decoded": sum(e["frames"] for e in entries),
             "kept": sum(e["frames_kept"] for e in entries),
             "dropped": dict(dropped),
+        },
+        "padding": {  # share of each clip's crop outside the source frame (its largest over the clip's frames)
+            "clips_padded": sum(share > PADDED_SHARE for share in padding),
+            "clips_recorded": len(padding),
+            "mean": round(sum(padding) / len(padding), 4) if padding else 0.0,
+            "max": max(padding, default=0.0),
+            "clips_shrunk": sum(e.get("shrunk", 0) for e in entries),
+            "frames_dropped": int(dropped.get("heavy-padding", 0)),
+            "pad": options.pad,
+            "max_pad": options.max_pad,
         },
         "shards": sorted({e["shard"] for e in entries if e.get("shard")}),
         "failed_files": [{"path": e["path"], "reason": e["reason"], "message": e["message"]} for e in failed],
@@ -497,6 +536,17 @@ def summarise(entries: list[dict[str, Any]], options: PreprocessOptions, inputs:
     }
 
 
+def _padding_line(padding: dict[str, Any]) -> str:
+    line = (f"padding ({padding['pad']}): {padding['clips_padded']} of {padding['clips_recorded']} clips padded "
+            f"(mean {100 * padding['mean']:.1f}% of a crop, max {100 * padding['max']:.1f}%); "
+            f"{padding['clips_shrunk']} shrunk to --max-pad {padding['max_pad']:g}, "
+            f"{padding['frames_dropped']} frames dropped for heavier padding")
+    if padding["clips_recorded"] and padding["clips_shrunk"] + padding["clips_padded"] > padding["clips_recorded"] / 2:
+        line += ("\n  most crops reach past the frame: if the inputs are already aligned face crops, "
+                 "use --crop none")
+    return line
+
+
 def format_summary(summary: dict[str, Any], out: Path) -> str:
     """A few lines for the terminal."""
     videos, frames, run = summary["videos"], summary["frames"], summary["this_run"]
@@ -510,6 +560,7 @@ def format_summary(summary: dict[str, Any], out: Path) -> str:
         f"clips: {summary['clips']} in {len(summary['shards'])} shards; frames kept {frames['kept']} of "
         f"{frames['decoded']} (dropped: {dropped})",
         f"warnings: {warnings}",
+        _padding_line(summary["padding"]),
     ]
     for failure in summary["failed_files"][:10]:
         lines.append(f"  failed {failure['reason']}: {failure['path']}: {failure['message']}")

@@ -91,7 +91,7 @@ def test_full_disk_leaves_no_partial_shard_and_says_so(tmp_path, random_clip, mo
     """ENOSPC while a shard closes (on abort too): no .tar.partial, no index without a shard, one clear error."""
     import errno
 
-    import webdataset
+    from talkinghead.datamodules import shard_format
 
     def full(self):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -99,16 +99,49 @@ def test_full_disk_leaves_no_partial_shard_and_says_so(tmp_path, random_clip, mo
     with pytest.raises(ShardError, match="No space left on device.*disk full"):
         with ShardWriter(tmp_path, max_samples=2, codec="npy") as writer:
             writer.write(random_clip(0), "a")
-            monkeypatch.setattr(webdataset.TarWriter, "close", full)
+            monkeypatch.setattr(shard_format._TarStream, "close", full)
             writer.write(random_clip(1), "b")  # fills the shard: it closes here
     assert list(tmp_path.iterdir()) == []
     monkeypatch.undo()
     with pytest.raises(RuntimeError, match="interrupted"):
         with ShardWriter(tmp_path / "abort", max_samples=4, codec="npy") as writer:
             writer.write(random_clip(0), "a")
-            monkeypatch.setattr(webdataset.TarWriter, "close", full)
+            monkeypatch.setattr(shard_format._TarStream, "discard", full)
             raise RuntimeError("interrupted")
     assert list((tmp_path / "abort").iterdir()) == []
+
+
+def test_an_exception_after_a_checkpoint_keeps_the_samples_before_it(tmp_path, random_clip):
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with ShardWriter(tmp_path, max_samples=10, codec="npy") as writer:
+            writer.write(random_clip(0), "a")
+            writer.write(random_clip(1), "b")
+            assert writer.checkpoint() > 0
+            writer.write(random_clip(2), "c")  # not made durable: dropped
+            raise RuntimeError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-000000.json", "shard-000000.tar"]
+    url = str(tmp_path / "shard-000000.tar")
+    assert [s["__key__"] for s in iter_shard_samples(url)] == ["a", "b"]
+    assert [e.key for e in read_index(url)] == ["a", "b"]
+    np.testing.assert_array_equal(decode_clip(next(iter_shard_samples(url))).frames, random_clip(0).frames)
+
+
+def test_a_killed_writers_partial_shard_is_completed_at_its_checkpoint(tmp_path, random_clip):
+    from talkinghead.datamodules.shard_format import complete_partial_shard
+
+    writer = ShardWriter(tmp_path, codec="npy", lock=False)
+    writer.write(random_clip(0), "a")
+    offset = writer.checkpoint()
+    writer.write(random_clip(1), "b")
+    writer._tar.file.flush()  # then the process is killed: the shard is never closed
+    (partial,) = tmp_path.glob("*.tar.partial")
+    with pytest.raises(ShardError, match="shorter than"):
+        complete_partial_shard(partial, partial.stat().st_size + 512)
+    path = complete_partial_shard(partial, offset)  # the index is read back from the samples
+    assert not partial.exists() and path == tmp_path / "shard-000000.tar"
+    assert [(e.key, e.identity, e.num_frames) for e in read_index(str(path))] == \
+        [("a", random_clip(0).meta.identity, random_clip(0).num_frames)]
+    assert len(list(iter_shard_samples(str(path)))) == 1
 
 
 def test_infinite_labels_are_refused_nan_stays_unknown(tmp_path, random_clip):

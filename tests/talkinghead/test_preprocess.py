@@ -18,6 +18,7 @@ import torch
 from talkinghead.datamodules.shard_format import decode_clip, encode_frames_mp4, expand_shards, iter_shard_samples
 from talkinghead.preprocess import (
     MANIFEST_NAME,
+    InputVideo,
     SUMMARY_NAME,
     InputError,
     PreprocessOptions,
@@ -448,7 +449,8 @@ def test_detection_on_shrunk_frames_maps_boxes_back(videos):
     assert np.abs((boxes[:, :2] + boxes[:, 2:]) / 2 - 0.5 - faces).max() < 4
 
 
-def test_an_interrupted_run_leaves_no_partial_shard_and_redoes_the_input(videos, tmp_path, monkeypatch):
+def test_an_interrupted_run_keeps_the_finished_inputs_and_redoes_only_the_one_it_was_on(videos, tmp_path,
+                                                                                       monkeypatch):
     import talkinghead.preprocess.pipeline as pipeline
 
     folder, _ = videos
@@ -466,13 +468,111 @@ def test_an_interrupted_run_leaves_no_partial_shard_and_redoes_the_input(videos,
     monkeypatch.setattr(pipeline, "crop_and_resize", crash_on_the_second_video)
     with pytest.raises(KeyboardInterrupt):
         preprocess_videos(inputs, tmp_path, options, progress=False, log=lambda message: None)
-    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.tar"))
-    assert read_manifest(tmp_path) == {}  # cut.mp4's clips were in the unfinished shard: both are redone
+    assert not list(tmp_path.glob("*.partial"))
+    assert list(read_manifest(tmp_path)) == [inputs[0].path]  # recorded when it finished, its shard completed
     monkeypatch.setattr(pipeline, "crop_and_resize", original)
     summary = preprocess_videos(inputs, tmp_path, options, progress=False, log=lambda message: None)
-    assert summary["this_run"]["processed"] == 2 and summary["clips"] == 3
+    assert summary["this_run"]["processed"] == 1 and summary["clips"] == 3
     keys = [s["__key__"] for url in expand_shards(str(tmp_path)) for s in iter_shard_samples(url)]
     assert sorted(keys) == ["cut-c000", "cut-c001", "vfr-c000"]
+
+
+def test_a_killed_run_s_unfinished_shard_is_completed_with_the_inputs_it_recorded(videos, tmp_path, monkeypatch):
+    """As after kill -9: the writer never gets to close or clean up; the next run completes the .tar.partial at
+    the offset the manifest recorded and redoes only the unrecorded input."""
+    import talkinghead.preprocess.pipeline as pipeline
+    from talkinghead.datamodules.shard_format import ShardWriter
+
+    folder, _ = videos
+    inputs = [v for v in find_inputs(folder) if v.path.endswith(("cut.mp4", "moving.mp4", "vfr.mp4"))]
+    options = PreprocessOptions(crop="lpd", **SMALL)
+    original = pipeline.crop_and_resize
+    calls = []
+
+    def killed_on_the_third_video(frame, *args, **kwargs):
+        calls.append(1)
+        if len(calls) > 72:  # cut.mp4 (32 frames) and moving.mp4 (40) went through
+            raise SystemExit(137)
+        return original(frame, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "crop_and_resize", killed_on_the_third_video)
+    monkeypatch.setattr(ShardWriter, "_abort", lambda self: self._tar.file.flush())  # no clean-up: a hard kill
+    with pytest.raises(SystemExit):
+        preprocess_videos(inputs, tmp_path, options, progress=False, log=lambda message: None)
+    (partial,) = tmp_path.glob("*.tar.partial")
+    assert sorted(Path(p).name for p in read_manifest(tmp_path)) == ["cut.mp4", "moving.mp4"]
+    monkeypatch.undo()
+    messages: list[str] = []
+    summary = preprocess_videos(inputs, tmp_path, options, progress=False, log=messages.append)
+    assert any(m.startswith(f"completed {partial.name.removesuffix('.partial')}") for m in messages), messages
+    assert summary["this_run"]["processed"] == 1 and not list(tmp_path.glob("*.partial"))
+    keys = [s["__key__"] for url in expand_shards(str(tmp_path)) for s in iter_shard_samples(url)]
+    assert sorted(keys) == ["cut-c000", "cut-c001", "moving-c000", "vfr-c000"]
+
+
+def tight_video(folder: Path, half: int = 60) -> InputVideo:
+    """An already-cropped input, as VoxCeleb2 ships: the astronaut's face fills most of a (2 half)-pixel square."""
+    window = astronaut_window()  # the face is centred at (113, 115) of the window
+    folder.mkdir(parents=True, exist_ok=True)
+    write_video(folder / "tight.mp4", [np.ascontiguousarray(window[115 - half : 115 + half, 113 - half : 113 + half])]
+                * 12)
+    return find_inputs(folder)[0]
+
+
+def test_heavy_padding_is_shrunk_dropped_or_avoided_with_crop_none(tmp_path):
+    video = tight_video(tmp_path)
+    runs = {}
+    for name, extra in {"unlimited": dict(max_pad=1.0), "default": {}, "drop": dict(over_pad="drop"),
+                        "none": dict(crop="none")}.items():
+        written = []
+        result = VideoPreprocessor(PreprocessOptions(**SMALL | dict(size=64), **extra)).process(
+            video, lambda clip, key: written.append(clip))
+        runs[name] = (result, written)
+    unlimited, default, drop, none = (runs[k] for k in ("unlimited", "default", "drop", "none"))
+    # A VoxCeleb-style 1.6 x face box on this input lies half outside the frame (measured 0.58).
+    assert unlimited[1][0].meta.extra["outside_fraction"] > 0.4 and unlimited[0].shrunk == 0
+    # By default the box shrinks about the face until at most 15% is padded; the face stays whole in it.
+    (clip,) = default[1]
+    assert 0.1 < clip.meta.extra["outside_fraction"] <= 0.15 and default[0].shrunk == 1
+    assert 0.5 < clip.meta.extra["crop_shrink"] < 1 and default[0].padding == [clip.meta.extra["outside_fraction"]]
+    assert clip.meta.crop_box[2] - clip.meta.crop_box[0] < unlimited[1][0].meta.crop_box[2] - \
+        unlimited[1][0].meta.crop_box[0]
+    assert (clip.landmarks > 0).all() and (clip.landmarks < 64).all()  # every landmark inside the crop
+    # --over-pad drop: no clip, a reason that says what to do.
+    assert drop[0].status == "failed" and drop[0].reason == "heavy-padding" and "--crop none" in drop[0].message
+    assert drop[0].dropped["heavy-padding"] == 12 and not drop[1]
+    # --crop none: the frame itself, nothing padded.
+    (clip,) = none[1]
+    assert clip.meta.crop_box == [0, 0, 120, 120] and clip.meta.extra["outside_fraction"] == 0
+    assert clip.meta.extra["crop_margin"] is None
+
+
+def test_reflect_padding_mirrors_and_edge_padding_repeats():
+    frame = np.arange(4 * 6 * 3, dtype=np.uint8).reshape(4, 6, 3)
+    box = np.array([-2, -1, 6, 7])  # 8 x 8, two columns left and three rows below outside the frame
+    reflect = crop_and_resize(frame, box, 8, pad="reflect")
+    edge = crop_and_resize(frame, box, 8, pad="edge")
+    black = crop_and_resize(frame, box, 8, pad="black")
+    np.testing.assert_array_equal(reflect[1:5, 2:], frame[:, :6])  # the frame itself where it is inside
+    np.testing.assert_array_equal(reflect[1:5, 1], frame[:, 1])  # column -1 mirrors column 1
+    np.testing.assert_array_equal(reflect[0, 2:], frame[1])  # row -1 mirrors row 1
+    np.testing.assert_array_equal(edge[1:5, 0], frame[:, 0]) and np.testing.assert_array_equal(edge[0, 2:], frame[0])
+    assert (black[5:] == 0).all() and (black[:, :2] == 0).all()
+
+
+def test_the_summary_reports_padding_and_suggests_crop_none(tmp_path):
+    tight_video(tmp_path / "in")
+    messages: list[str] = []
+    summary = preprocess_videos(find_inputs(tmp_path / "in"), tmp_path / "out",
+                                PreprocessOptions(**SMALL | dict(size=64)), progress=False,
+                                log=messages.append)
+    padding = summary["padding"]
+    assert padding["clips_padded"] == padding["clips_recorded"] == padding["clips_shrunk"] == 1
+    assert 0.1 < padding["max"] <= 0.15 and padding["pad"] == "reflect"
+    text = messages[-1]
+    assert "padding (reflect): 1 of 1 clips padded" in text and "use --crop none" in text
+    entry = next(iter(read_manifest(tmp_path / "out").values()))
+    assert entry["padding"] == [padding["max"]] and entry["shard_offset"] > 0
 
 
 def test_pose_from_a_pose_network_and_a_missing_checkpoint_is_refused(videos, tmp_path):
