@@ -18,6 +18,7 @@ import logging
 import math
 import multiprocessing
 import random
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -400,6 +401,8 @@ class ShardDataModule(L.LightningDataModule):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state:
             self._resume = {"epoch": int(state["stream_epoch"]), "batches": int(state["stream_batches"])}
+            # This DataModule resumes its stream itself (above), which Lightning's check of the loaders cannot see.
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch")
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()

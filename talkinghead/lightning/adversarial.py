@@ -276,7 +276,28 @@ class AdversarialModule(L.LightningModule):
         ]
 
     def setup(self, stage: str) -> None:
+        self.check_data_image_size()
         self._make_ema()
+
+    def check_data_image_size(self) -> None:
+        """Refuses (ConfigError) a DataModule whose image_size the networks cannot take (see check_image_size);
+        subclasses call it first thing in their own setup."""
+        size = getattr(getattr(self._trainer, "datamodule", None), "image_size", None)
+        if size and int(size) != getattr(self, "_checked_size", None):
+            self.check_image_size(int(size))
+            self._checked_size = int(size)
+
+    def check_image_size(self, size: int) -> None:
+        """Refuses (ConfigError) an image size other than the one the networks were built for (every submodule
+        with an ``image_size``: FSTH's and LPD's networks are built for one size)."""
+        built = {name or "model": module.image_size for name, module in self.named_modules()
+                 if isinstance(getattr(module, "image_size", None), int) and module is not self}
+        wrong = sorted({n for n in built.values() if n != size})
+        if wrong:
+            names = ", ".join(name for name, n in built.items() if n != size and name.count(".") < 2)
+            raise ConfigError(f"data image_size {size} does not match the image_size {wrong[0]} these networks "
+                              f"were built for ({names}): set --data.init_args.image_size {wrong[0]}, or build the "
+                              f"networks for {size} (their init_args.image_size)")
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # load_from_checkpoint runs no setup: the average must exist before its saved state is loaded into it.

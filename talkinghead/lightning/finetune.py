@@ -154,6 +154,7 @@ class VideoColumnsMetaLearning:
     projection_discriminator: nn.Module
 
     def setup(self, stage: str) -> None:
+        self.check_data_image_size()
         if stage == "fit":
             size_video_columns(self, self.projection_discriminator, self.stage_name)
         super().setup(stage)
@@ -257,6 +258,7 @@ class PersonFineTuning:
         return self
 
     def setup(self, stage: str) -> None:
+        self.check_data_image_size()
         if stage == "fit" and not bool(self.initialised):
             person = person_frames_for(self, self.stage_name)
             self.initialise_from(person)

@@ -185,9 +185,7 @@ class OSFVModule(AdversarialModule):
     # -- the adversarial hooks -----------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        size = getattr(getattr(self._trainer, "datamodule", None), "image_size", None)
-        if size:
-            self.check_image_size(int(size))
+        self.check_data_image_size()
         if self.channels_last or (self.channels_last is None and self._runs_on_cpu()):
             to_channels_last(self)  # before the EMA copies the generator side and DDP wraps the module
         super().setup(stage)

@@ -41,3 +41,17 @@ def test_bad_values_give_one_line_and_exit_2(tmp_path, synthetic_shards, overrid
 def test_debug_shows_the_traceback(tmp_path, synthetic_shards):
     result = fit(synthetic_shards, tmp_path, "--data.init_args.batch_size=0", "--debug")
     assert result.returncode != 0 and "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+@pytest.mark.parametrize("config", ["fsth/tiny_meta.yaml", "lpd/tiny_meta.yaml"])
+def test_fsth_and_lpd_refuse_a_data_size_their_networks_were_not_built_for(synthetic_shards, config):
+    from talkinghead.cli import TalkingHeadCLI
+    from talkinghead.errors import ConfigError
+
+    path = str(resources.files("talkinghead.lightning_configs") / config)
+    cli = TalkingHeadCLI(args=["--config", path, f"--data.init_args.shards={synthetic_shards}",
+                               "--trainer.logger=false"], run=False)
+    cli.model.check_image_size(64)  # what the tiny networks are built for
+    with pytest.raises(ConfigError, match=r"data image_size 100 does not match the image_size 64 .*generator.*"
+                                          r"--data.init_args.image_size 64"):
+        cli.model.check_image_size(100)
