@@ -167,8 +167,9 @@ def learning_part(args: argparse.Namespace, out: Path, budget: Budget) -> dict[s
     figures_path.unlink(missing_ok=True)  # never report an earlier run's figures
     command = [sys.executable, LEARNING_SCRIPT]
     if args.cpu_smoke:
-        minutes, timeout = 0.2, 240.0
-        command += ["--minutes", "0.2", "--identities", "4", "--val-identities", "2", "--frames", "8"]
+        # A budget in steps, not minutes: a loaded machine must still train (and validate) something.
+        minutes, timeout = None, 240.0
+        command += ["--steps", "3", "--identities", "4", "--val-identities", "2", "--frames", "8"]
     else:
         minutes = min(args.learning_minutes, (budget.left() - LEARNING_OVERHEAD_S) / 60)
         if minutes < 0.5:
@@ -178,7 +179,7 @@ def learning_part(args: argparse.Namespace, out: Path, budget: Budget) -> dict[s
     command += ["--out", str(out / "learning"), "--json", str(figures_path), "--threads", str(args.threads)]
     if not args.cpu_smoke:
         command += ["--trainer.accelerator=gpu", "--trainer.devices=1", "--data.init_args.num_workers=4"]
-    record = {"planned_minutes": round(minutes, 2), **run_part("learning", command, timeout, out)}
+    record = {"planned_minutes": None if minutes is None else round(minutes, 2), **run_part("learning", command, timeout, out)}
     if not figures_path.exists():
         record["error"] = record["error"] or f"no figures written to {figures_path}"
         return record

@@ -155,8 +155,12 @@ def extrapolate(steps: list[int], values: list[float], target: float, log_values
     does not get there (or already has: then the last step)."""
     import numpy as np
 
-    half = max(2, len(steps) // 2)
-    n, v = np.log(np.asarray(steps[-half:], dtype=float)), np.asarray(values[-half:], dtype=float)
+    points = [(step, value) for step, value in zip(steps, values) if step > 0]  # log n needs n >= 1
+    if len({step for step, _ in points}) < 2:  # a line needs two steps (a very short run has one or none)
+        return None
+    half = max(2, len(points) // 2)
+    n = np.log(np.asarray([step for step, _ in points[-half:]], dtype=float))
+    v = np.asarray([value for _, value in points[-half:]], dtype=float)
     if log_values:
         slope, intercept = np.polyfit(n, np.log(v), 1)
         if values[-1] <= target:

@@ -33,7 +33,8 @@ def test_cpu_smoke_writes_the_summary(tmp_path):
     summary = json.loads((tmp_path / "device_check.json").read_text())
     assert json.loads(result.stdout) == summary  # stdout is the summary alone
     assert summary["cpu_smoke"] is True and "NOT GPU figures" in summary["kind"]
-    assert summary["environment"]["torch"] and summary["parts_failed"] == 0
+    errors = {name: part["error"] for name, part in [("learning", summary["learning"]), *summary["step"].items()]}
+    assert summary["environment"]["torch"] and summary["parts_failed"] == 0, errors
 
     learning = summary["learning"]
     assert learning["error"] is None and learning["generator_steps"] > 0
@@ -48,6 +49,20 @@ def test_cpu_smoke_writes_the_summary(tmp_path):
     assert step["error"] is None and "benchmarks/train_step.py" in step["command"] and "tiny.yaml" in step["command"]
     assert step["timed_steps"] > 0 and step["ms_per_step"] > 0 and step["samples_per_s"] > 0
     assert step["peak_memory_gib"] > 0
+
+
+def test_learning_curve_extrapolation_survives_a_run_too_short_for_a_line():
+    """A loaded machine may validate once (or at step 0) in the smoke run: no fit, no crash (was LinAlgError)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from osfv_learning import extrapolate
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert extrapolate([0], [0.2], 0.01, log_values=True) is None
+    assert extrapolate([3], [14.0], 30.0, log_values=False) is None
+    assert extrapolate([0, 3, 3], [0.3, 0.2, 0.2], 0.01, log_values=True) is None
+    assert extrapolate([1, 10, 100], [10.0, 12.0, 14.0], 16.0, log_values=False) > 100  # the trend goes on
+    assert extrapolate([1, 10, 100], [0.4, 0.2, 0.1], 0.2, log_values=True) == 100  # already there
 
 
 def test_gpu_check_without_cuda_exits_2_in_one_line(tmp_path):
