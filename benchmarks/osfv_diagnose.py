@@ -121,11 +121,9 @@ def run_training(args: argparse.Namespace, clips: list[dict], same: bool, val: l
             print(line + "  " + " ".join(f"{k}={v:.3g}" for k, v in terms.items()), flush=True)
     with torch.no_grad(), module.evaluating() as networks:
         batch = sample_batch(val if val is not None else clips, 16, random.Random(7), same=same)
-        feature = networks["appearance"](batch["source"])
-        canonical = networks["canonical_keypoints"](batch["source"])["keypoints"]
-        poses = [module.estimate_pose(networks, batch[role]) for role in ("source", "driving")]
-        motion = networks["motion"](feature, *(module.keypoints(canonical, p) for p in poses),
-                                    poses[0]["rotation"], poses[1]["rotation"])
+        state, pose = networks.encode_source(batch["source"]), networks.estimate_pose(batch["driving"])
+        motion = networks.motion(state.feature, state.keypoints, networks.keypoints(state.canonical, pose),
+                                 state.pose["rotation"], pose["rotation"])
         print(f"M's background (identity) flow share of the volume: {motion['masks'][:, 0].mean():.3f}")
     if args.save:
         torch.save(module.state_dict(), Path(args.out) / f"{args.save}.pt")

@@ -13,6 +13,7 @@ from PIL import Image
 
 from talkinghead.callbacks.samples import grid_image, head_of_batch, source_frames
 from talkinghead.datamodules.shard_format import encode_frames_mp4
+from talkinghead.networks.protocols import Animates
 
 __all__ = ["ValidationMedia", "PredictionVideo", "write_mp4"]
 
@@ -95,7 +96,7 @@ class ValidationMedia(L.Callback):
     def animate(pl_module: L.LightningModule, sequence: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(source (1, 3, h, w), output (t, 3, h, w)) of the first item driven by every item's driving frame."""
         source = source_frames(sequence)[:1]
-        if callable(getattr(pl_module, "animate", None)) and "source" in sequence:
+        if isinstance(pl_module, Animates) and "source" in sequence:
             return source, pl_module.animate(source[0], sequence["driving"])
         t = sequence["driving"].shape[0]
         driven = {name: value[:1].expand(t, *value.shape[1:]) if isinstance(value, torch.Tensor) else value

@@ -44,6 +44,7 @@ from talkinghead.metrics import (
     msssim_min_size,
     pose_from_landmarks,
 )
+from talkinghead.networks.protocols import Animates
 from talkinghead.safe_load import safe_torch_load
 
 __all__ = ["COLUMNS", "MODES", "FREE_VIEW_YAWS", "Row", "load_model", "evaluate", "checkpoint_image_size"]
@@ -287,8 +288,8 @@ def evaluate(
     """Scores a model and the copy-source baseline on the first num_pairs clips of the shards.
 
     Args:
-        model: a module with ``reconstruct(source, driving)`` and ``animate(source, frames, relative, yaw, ...)``
-            (e.g. :class:`talkinghead.lightning.osfv.OSFVModule`).
+        model: an :class:`~talkinghead.networks.protocols.Animates` (``reconstruct(source, driving)`` and
+            ``animate(source, frames, relative, yaw, ...)``): OSFV's module or OSFVModel.
         shards: evaluation shards (folder, glob, list, ...).
         mode: one of :data:`MODES`.
         num_pairs: clips used (one pair, or one source, per clip).
@@ -306,6 +307,9 @@ def evaluate(
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(model, Animates):
+        raise ValueError(f"evaluate scores one-shot models (reconstruct and animate from one source image, e.g. "
+                         f"OSFV); {type(model).__name__} is not one")
     availability = metric_availability(fid_weights=fid_weights, lpips_weights=lpips_weights)
     tools = (_FaceTools(device, image_size, pose_checkpoint, facenet_weights)
              if face_metrics and availability["akd"] is None else None)

@@ -327,6 +327,12 @@ class AdversarialModule(L.LightningModule):
         """The generator side used for inference: its EMA when one is kept, else the trained networks."""
         return self.generator_side() if self.generator_ema is None else self.generator_ema.module
 
+    def inference_model(self) -> nn.Module:
+        """Everything inference needs, as one plain nn.Module (what `talkinghead export` writes): by default the
+        inference networks; a stage whose inference also reads frozen networks outside the generator side (LPD
+        fine-tuning's pose encoder) returns them together."""
+        return self.inference_networks()
+
     @contextmanager
     def evaluating(self) -> Iterator[nn.Module]:
         """The inference networks in eval mode (BatchNorm statistics, fixed spectral norms), restored after."""

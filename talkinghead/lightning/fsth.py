@@ -39,6 +39,7 @@ from talkinghead.losses import (
     GeneratorHingeLoss,
     PerceptualPyramidLoss,
 )
+from talkinghead.networks.few_shot_models import FSTHModel, FSTHPersonModel
 from talkinghead.sketch import draw_sketch
 
 __all__ = [
@@ -180,7 +181,7 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         )
         networks = ["embedder", "generator", "discriminator"]
         self.save_hyperparameters(ignore=None if built_by_cli() else networks)
-        self.networks = nn.ModuleDict({"embedder": embedder, "generator": generator})
+        self.networks = FSTHModel(embedder, generator)  # the inference model (state-dict keys networks.*)
         self.projection_discriminator = discriminator
         if num_videos is not None:
             discriminator.set_num_videos(num_videos)
@@ -252,38 +253,11 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         Returns:
             (t, 3, s, s) in [0, 1].
         """
-        with self.evaluating() as networks:
-            if references.dim() == 4:
-                references, references_landmarks = references[None], references_landmarks[None]
-            embedding = self.video_embedding(networks, references.to(self.device),
-                                             references_landmarks.to(self.device))
-            generator = networks["generator"]
-            psi = generator.adain_parameters(embedding)
-            size = references.shape[-1]
-            outputs = []
-            for start in range(0, driving_landmarks.shape[0], chunk):
-                landmarks = driving_landmarks[start:start + chunk].to(self.device)
-                params = psi if psi.shape[0] == 1 else psi[start:start + chunk]
-                outputs.append(generator(draw_sketch(landmarks, size), params))
-            return torch.cat(outputs)
+        with self.evaluating() as model:
+            return model.reenact(references, references_landmarks, driving_landmarks, chunk)
 
 
-class PersonalisedGenerator(nn.Module):
-    """G of FSTH 3.3 with its person-specific AdaIN parameters psi' as a trainable parameter.
-
-    Args:
-        generator: the meta-learned G, (sketch, psi) -> image.
-        num_adain_parameters: size of psi'.
-    """
-
-    def __init__(self, generator: nn.Module, num_adain_parameters: int) -> None:
-        super().__init__()
-        self.generator = generator
-        self.adain = nn.Parameter(torch.zeros(1, num_adain_parameters))  # psi', set from P e_new before training
-
-    def forward(self, sketch: Tensor) -> Tensor:
-        """(b, 3, s, s) sketch -> (b, 3, s, s) image of the person in [0, 1]."""
-        return self.generator(sketch, self.adain)
+PersonalisedGenerator = FSTHPersonModel  # its name before the inference models moved to talkinghead.networks
 
 
 class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
@@ -393,6 +367,5 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
         Returns:
             (t, 3, size, size) in [0, 1].
         """
-        with self.evaluating() as generator:
-            return torch.cat([generator(draw_sketch(landmarks.to(self.device), size))
-                              for landmarks in driving_landmarks.split(chunk)])
+        with self.evaluating() as model:
+            return model.reenact(driving_landmarks, size, chunk)

@@ -44,6 +44,7 @@ from talkinghead.losses import (
     GeneratorHingeLoss,
     PerceptualPyramidLoss,
 )
+from talkinghead.networks.few_shot_models import LPDModel, LPDPersonGenerator, LPDPersonModel
 
 __all__ = ["LPDModule", "LPDFineTuneModule", "PersonalisedLPDGenerator", "PAPER_LOSS_WEIGHTS",
            "PAPER_FINETUNE_LOSS_WEIGHTS"]
@@ -225,9 +226,8 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         networks = ["identity_encoder", "pose_encoder", "generator", "discriminator", "pose_augmentation"]
         self.save_hyperparameters(ignore=None if built_by_cli() else networks)
         _check_sizes(identity_encoder, pose_encoder, generator, discriminator)
-        self.networks = nn.ModuleDict(
-            {"identity_encoder": identity_encoder, "pose_encoder": pose_encoder, "generator": generator}
-        )
+        # The inference model (state-dict keys networks.*, as before).
+        self.networks = LPDModel(identity_encoder, pose_encoder, generator)
         self.projection_discriminator = discriminator
         if num_videos is not None:
             discriminator.set_num_videos(num_videos)
@@ -281,16 +281,8 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         Returns:
             (t, 3, s, s) in [0, 1]: RGB x mask.
         """
-        with self.evaluating() as networks:
-            if references.dim() == 4:
-                references = references[None]
-            identity = networks["identity_encoder"](references.to(self.device))
-            outputs = []
-            for start in range(0, driving.shape[0], chunk):
-                frames = driving[start:start + chunk].to(self.device)
-                rows = identity if identity.shape[0] == 1 else identity[start:start + chunk]
-                outputs.append(networks["generator"](rows, networks["pose_encoder"](frames))["image"])
-            return torch.cat(outputs)
+        with self.evaluating() as model:
+            return model.reenact(references, driving, chunk)
 
 
 def _check_sizes(identity_encoder: nn.Module, pose_encoder: nn.Module, generator: nn.Module,
@@ -309,22 +301,7 @@ def _check_sizes(identity_encoder: nn.Module, pose_encoder: nn.Module, generator
         raise ValueError(f"pose_encoder.embedding_dim {pose[0]} differs from generator.pose_dim {pose[1]}")
 
 
-class PersonalisedLPDGenerator(nn.Module):
-    """The LPD generator with the fine-tuned person's identity embedding as a trainable parameter.
-
-    Args:
-        generator: the meta-learned generator, (identity, pose) -> {"image", "mask", "rgb"}.
-        identity_dim: size of the identity embedding.
-    """
-
-    def __init__(self, generator: nn.Module, identity_dim: int) -> None:
-        super().__init__()
-        self.generator = generator
-        self.identity = nn.Parameter(torch.zeros(1, identity_dim))  # set from the person's frames before training
-
-    def forward(self, pose: Tensor) -> dict[str, Tensor]:
-        """(b, d_pose) pose descriptors -> the person in those poses: {"image", "mask", "rgb"} (b, ., s, s)."""
-        return self.generator(self.identity, pose)
+PersonalisedLPDGenerator = LPDPersonGenerator  # its name before the inference models moved to talkinghead.networks
 
 
 class LPDFineTuneModule(PersonFineTuning, _LPDStage):
@@ -440,6 +417,9 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
         Returns:
             (t, 3, s, s) in [0, 1]: RGB x mask.
         """
-        with self.evaluating() as generator:
-            return torch.cat([generator(self.pose_encoder(frames.to(self.device)))["image"]
-                              for frames in driving.split(chunk)])
+        with self.evaluating() as generator:  # the pose encoder is always in eval mode
+            return LPDPersonModel(self.pose_encoder, generator).reenact(driving, chunk)
+
+    def inference_model(self) -> LPDPersonModel:
+        """The person's model for export: the frozen pose encoder and the person's generator (its EMA when kept)."""
+        return LPDPersonModel(self.pose_encoder, self.inference_networks())

@@ -19,7 +19,6 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
 from talkinghead.errors import ConfigError
-from talkinghead.flows import transform_keypoints
 from talkinghead.geometry import rotation_matrix
 from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli, to_channels_last
 from talkinghead.losses import (
@@ -33,6 +32,7 @@ from talkinghead.losses import (
     PerceptualPyramidLoss,
 )
 from talkinghead.metrics import psnr_per_image
+from talkinghead.networks.osfv_model import OSFVModel, compose_driving_pose
 
 __all__ = ["OSFVModule", "compose_driving_pose", "PAPER_LOSS_WEIGHTS"]
 
@@ -51,37 +51,6 @@ PAPER_LOSS_WEIGHTS: dict[str, float] = {
     # perceptual loss runs on random-init features, which teach a small generator slowly; tiny configs turn it on.
     "l1": 0.0,
 }
-
-
-def compose_driving_pose(
-    source: Mapping[str, Tensor],
-    driving: Mapping[str, Tensor],
-    driving_reference: Mapping[str, Tensor] | None,
-    user_rotation: Tensor,
-    user_translation: Tensor,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Rotation, translation and expression that drive the source, with the user's free-view change applied.
-
-    Args:
-        source: pose of the source image: rotation (1 or b, 3, 3), translation (1 or b, 3), expression (1 or b, k, 3).
-        driving: pose of the driving frames, the same keys with batch b.
-        driving_reference: pose of the first driving frame for relative motion (batch 1), or None for absolute.
-        user_rotation: (3, 3) R_u.
-        user_translation: (3,) t_u.
-
-    Returns:
-        rotation (b, 3, 3) = R_u R, translation (b, 3) = t_u + t and expression (b, k, 3), where relative motion
-        carries the driving frames' change since the reference over to the source's pose:
-        R = (R_d R_d0^T) R_s, t = t_s + t_d - t_d0, δ = δ_s + δ_d - δ_d0; absolute motion uses R_d, t_d, δ_d.
-    """
-    if driving_reference is None:
-        rotation, translation, expression = driving["rotation"], driving["translation"], driving["expression"]
-    else:
-        change = driving["rotation"] @ driving_reference["rotation"].transpose(-1, -2)
-        rotation = change @ source["rotation"]
-        translation = source["translation"] + driving["translation"] - driving_reference["translation"]
-        expression = source["expression"] + driving["expression"] - driving_reference["expression"]
-    return user_rotation @ rotation, user_translation + translation, expression
 
 
 class OSFVModule(AdversarialModule):
@@ -152,15 +121,9 @@ class OSFVModule(AdversarialModule):
         )
         networks = ["appearance", "canonical_keypoints", "head_pose", "motion", "generator", "discriminator"]
         self.save_hyperparameters(ignore=None if built_by_cli() else networks)
-        self.networks = nn.ModuleDict(
-            {
-                "appearance": appearance,
-                "canonical_keypoints": canonical_keypoints,
-                "head_pose": head_pose,
-                "motion": motion,
-                "generator": generator,
-            }
-        )
+        # The generator side is the inference model itself (its EMA copy is one too); the state-dict keys
+        # (networks.appearance.*, ...) are those of every earlier checkpoint.
+        self.networks = OSFVModel(appearance, canonical_keypoints, head_pose, motion, generator)
         self.patch_discriminator = discriminator
 
         from talkinghead.losses.head_pose import load_hopenet
@@ -223,48 +186,18 @@ class OSFVModule(AdversarialModule):
     def discriminator(self) -> nn.Module:
         return self.patch_discriminator
 
-    @staticmethod
-    def estimate_pose(networks: nn.Module, image: Tensor) -> dict[str, Tensor]:
-        """H/Δ of an image, with the rotation matrix R of its yaw, pitch and roll.
-
-        Args:
-            networks: the generator side (trained or EMA).
-            image: (b, 3, h, w) in [0, 1].
-
-        Returns:
-            yaw, pitch, roll (b,) degrees, rotation (b, 3, 3), translation (b, 3), expression (b, k, 3).
-        """
-        pose = dict(networks["head_pose"](image))
-        pose["rotation"] = rotation_matrix(pose["yaw"], pose["pitch"], pose["roll"])
-        return pose
-
-    @staticmethod
-    def keypoints(canonical: Tensor, pose: Mapping[str, Tensor]) -> Tensor:
-        """x = R x_c + t + δ: (b, k, 3)."""
-        return transform_keypoints(canonical, pose["rotation"], pose["translation"], pose["expression"])
-
-    @staticmethod
-    def synthesize(networks: nn.Module, feature: Tensor, source_kp: Tensor, driving_kp: Tensor,
-                   source_rotation: Tensor, driving_rotation: Tensor) -> dict[str, Tensor]:
-        """M then G: the driving image from f_s and the two keypoint sets. Returns prediction and motion outputs."""
-        motion = networks["motion"](feature, source_kp, driving_kp, source_rotation, driving_rotation)
-        prediction = networks["generator"](feature, motion["deformation"], motion["occlusion"])
-        return {"prediction": prediction, **motion}
-
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        networks = self.networks
+        model = self.networks
         source, driving = batch["source"], batch["driving"]
-        feature = networks["appearance"](source)
-        canonical = networks["canonical_keypoints"](source)["keypoints"]
-        source_pose = self.estimate_pose(networks, source)
-        driving_pose = self.estimate_pose(networks, driving)
+        source_pose, driving_pose = model.estimate_pose(source), model.estimate_pose(driving)
         if self.flow_rotation_from_labels and self.training:
             source_pose = with_labelled_rotation(source_pose, batch.get("source_pose"))
             driving_pose = with_labelled_rotation(driving_pose, batch.get("driving_pose"))
-        source_kp, driving_kp = self.keypoints(canonical, source_pose), self.keypoints(canonical, driving_pose)
-        outputs = self.synthesize(networks, feature, source_kp, driving_kp, source_pose["rotation"],
-                                  driving_pose["rotation"])
-        return {**outputs, "canonical": canonical, "driving_kp": driving_kp, "driving_pose": driving_pose}
+        state = model.encode_source(source, pose=source_pose)
+        driving_kp = model.keypoints(state.canonical, driving_pose)
+        outputs = model.synthesize(state.feature, state.keypoints, driving_kp, source_pose["rotation"],
+                                   driving_pose["rotation"])
+        return {**outputs, "canonical": state.canonical, "driving_kp": driving_kp, "driving_pose": driving_pose}
 
     def uses_discriminator(self) -> bool:
         return self.wants("gan") or self.wants("feature_matching")
@@ -296,7 +229,7 @@ class OSFVModule(AdversarialModule):
 
             def detect(image: Tensor) -> Tensor:
                 # The warped driving frame is posed against the same (source) canonical keypoints.
-                return self.keypoints(canonical, self.estimate_pose(self.networks, image))
+                return self.networks.keypoints(canonical, self.networks.estimate_pose(image))
 
             terms["equivariance"] = self.equivariance(driving, outputs["driving_kp"], detect)
         if self.wants("keypoint_prior"):
@@ -331,75 +264,17 @@ class OSFVModule(AdversarialModule):
 
     @torch.no_grad()
     def reconstruct(self, source: Tensor, driving: Tensor) -> Tensor:
-        """Same-identity reconstruction: the driving frames re-synthesised from the source.
-
-        Args:
-            source: (b, 3, h, w) in [0, 1].
-            driving: (b, 3, h, w) in [0, 1].
-
-        Returns:
-            (b, 3, h, w) in [0, 1].
-        """
-        with self.evaluating() as networks:
-            feature = networks["appearance"](source)
-            canonical = networks["canonical_keypoints"](source)["keypoints"]
-            source_pose, driving_pose = self.estimate_pose(networks, source), self.estimate_pose(networks, driving)
-            return self.synthesize(
-                networks, feature, self.keypoints(canonical, source_pose), self.keypoints(canonical, driving_pose),
-                source_pose["rotation"], driving_pose["rotation"],
-            )["prediction"]
+        """:meth:`OSFVModel.reconstruct` with the inference networks (the EMA when kept), in eval mode."""
+        with self.evaluating() as model:
+            return model.reconstruct(source, driving)
 
     @torch.no_grad()
-    def animate(
-        self,
-        source: Tensor,
-        driving_frames: Tensor,
-        relative: bool = True,
-        yaw: float = 0.0,
-        pitch: float = 0.0,
-        roll: float = 0.0,
-        translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
-        chunk: int = 16,
-    ) -> Tensor:
-        """Animates one source image with a driving video, optionally from another viewpoint (free view).
-
-        Args:
-            source: (3, h, w) or (1, 3, h, w) in [0, 1].
-            driving_frames: (t, 3, h, w) in [0, 1].
-            relative: transfer the driving motion relative to its first frame onto the source's own pose
-                (x_s + (x_d,i - x_d,0) in pose terms); False uses the driving poses as they are.
-            yaw, pitch, roll: user rotation R_u in degrees applied to every output frame.
-            translation: user translation t_u in normalised units.
-            chunk: frames synthesised per forward pass.
-
-        Returns:
-            (t, 3, h, w) in [0, 1].
-        """
-        with self.evaluating() as networks:
-            source = source.reshape(1, *source.shape[-3:]).to(self.device)
-            feature = networks["appearance"](source)
-            canonical = networks["canonical_keypoints"](source)["keypoints"]
-            source_pose = self.estimate_pose(networks, source)
-            source_kp = self.keypoints(canonical, source_pose)
-            user_rotation = rotation_matrix(*(torch.tensor(float(a), device=self.device) for a in (yaw, pitch, roll)))
-            user_translation = torch.tensor(translation, dtype=source.dtype, device=self.device)
-            reference = self.estimate_pose(networks, driving_frames[:1].to(self.device)) if relative else None
-            outputs = []
-            for frames in driving_frames.split(chunk):
-                frames = frames.to(self.device)
-                driving_pose = self.estimate_pose(networks, frames)
-                rotation, shift, expression = compose_driving_pose(
-                    source_pose, driving_pose, reference, user_rotation, user_translation
-                )
-                driving_kp = transform_keypoints(canonical.expand(len(frames), -1, -1), rotation, shift, expression)
-                n = len(frames)
-                outputs.append(
-                    self.synthesize(
-                        networks, feature.expand(n, *feature.shape[1:]), source_kp.expand(n, -1, -1), driving_kp,
-                        source_pose["rotation"].expand(n, -1, -1), rotation,
-                    )["prediction"]
-                )
-            return torch.cat(outputs)
+    def animate(self, source: Tensor, driving_frames: Tensor, relative: bool = True, yaw: float = 0.0,
+                pitch: float = 0.0, roll: float = 0.0, translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                chunk: int = 16) -> Tensor:
+        """:meth:`OSFVModel.animate` (one source, a driving video, free view) with the inference networks."""
+        with self.evaluating() as model:
+            return model.animate(source, driving_frames, relative, yaw, pitch, roll, translation, chunk)
 
 
 def with_labelled_rotation(pose: dict[str, Tensor], labels: Tensor | None) -> dict[str, Tensor]:

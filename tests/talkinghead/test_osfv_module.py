@@ -63,7 +63,7 @@ def test_relative_motion_starts_from_the_source_pose():
 def test_paper_config_builds_the_paper_networks(synthetic_shards):
     # The paper config targets GPUs (DDP, SyncBatchNorm, bf16-mixed); here it is only instantiated on the CPU.
     cli = TalkingHeadCLI(args=["--config", PAPER, f"--data.init_args.shards={synthetic_shards}", *CPU], run=False)
-    counts = {name: sum(p.numel() for p in net.parameters()) / 1e6 for name, net in cli.model.networks.items()}
+    counts = {name: sum(p.numel() for p in net.parameters()) / 1e6 for name, net in cli.model.networks.named_children()}
     assert counts["appearance"] == pytest.approx(0.84, rel=0.1)
     assert counts["canonical_keypoints"] == pytest.approx(42, rel=0.1)
     assert counts["head_pose"] == pytest.approx(30, rel=0.1)
