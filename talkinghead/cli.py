@@ -25,6 +25,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "the embedded default: synthetic data, shown as a contact sheet"),
     "preprocess": ("preprocess", "real videos -> shards: tracked face crops, landmarks, pose"),
     "evaluate": ("evaluate", "score a checkpoint vs the copy-source baseline: paper-style metrics table"),
+    "export": ("export", "a checkpoint -> a bundle (safetensors + manifest, optional ONNX) that loads without Lightning"),
+    "animate": ("animate", "animate a photo with a driving video (faces found and cropped), written as mp4"),
 }
 LIGHTNING_SUBCOMMANDS = {
     "fit": "train a model: talkinghead fit --config lightning_configs/...yaml",

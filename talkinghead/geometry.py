@@ -14,6 +14,8 @@ Conventions (the same everywhere in the package, documented in docs/SHARD_FORMAT
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -36,7 +38,8 @@ def rotation_matrix(yaw: Tensor, pitch: Tensor, roll: Tensor) -> Tensor:
     Returns:
         (..., 3, 3) matrices R = R_x(pitch) R_y(yaw) R_z(roll).
     """
-    yaw, pitch, roll = torch.broadcast_tensors(*(torch.deg2rad(a) for a in (yaw, pitch, roll)))
+    # a * (pi / 180) is torch.deg2rad bit for bit, and exports to ONNX (aten::deg2rad has no ONNX symbolic)
+    yaw, pitch, roll = torch.broadcast_tensors(*(a * (math.pi / 180) for a in (yaw, pitch, roll)))
     one, zero = torch.ones_like(yaw), torch.zeros_like(yaw)
     cy, sy, cp, sp, cr, sr = yaw.cos(), yaw.sin(), pitch.cos(), pitch.sin(), roll.cos(), roll.sin()
     r_x = torch.stack([one, zero, zero, zero, cp, -sp, zero, sp, cp], dim=-1)

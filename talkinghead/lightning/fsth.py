@@ -151,6 +151,8 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
     """
 
+    bundle_kind = "fsth"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
+
     stage_name = "FSTH meta-learning"
 
     def __init__(
@@ -280,6 +282,8 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
 
     The content loss reuses the meta checkpoint's feature networks (the same VGG19 / VGGFace).
     """
+
+    bundle_kind = "fsth-person"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
 
     stage_name = "FSTH fine-tuning"
     frozen_networks = ("embedder",)

@@ -191,6 +191,8 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
     """
 
+    bundle_kind = "lpd"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
+
     stage_name = "LPD meta-learning"
 
     def __init__(
@@ -327,6 +329,8 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
 
     The losses reuse the meta checkpoint's feature networks and face crop.
     """
+
+    bundle_kind = "lpd-person"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
 
     stage_name = "LPD fine-tuning"
     frozen_networks = ("identity_encoder", "pose_encoder")

@@ -88,6 +88,8 @@ class OSFVModule(AdversarialModule):
             rotations M keeps using the keypoint flows (benchmarks/osfv_diagnose.py --teacher-pose).
     """
 
+    bundle_kind = "osfv"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
+
     def __init__(
         self,
         appearance: nn.Module,
