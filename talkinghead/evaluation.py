@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,9 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
     cls = class_from_path(class_path)
     if cls is None:
         raise ValueError(f"{path} names {class_path}, which this talkinghead version does not have")
-    model = cls.load_from_checkpoint(path, map_location=torch.device(device), weights_only=True)
+    with warnings.catch_warnings():  # inference never runs the training losses: their weights do not matter here
+        warnings.filterwarnings("ignore", message="The perceptual loss uses RANDOM-INIT")
+        model = cls.load_from_checkpoint(path, map_location=torch.device(device), weights_only=True)
     return model.to(device).eval()
 
 

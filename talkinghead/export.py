@@ -80,7 +80,7 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: s
     module = load_model(checkpoint)
     found = module_kind(module)
     if kind is not None and kind != found:
-        raise BundleError(f"{checkpoint} holds a {found} model, not the {kind} model asked for")
+        raise BundleError(f"{checkpoint} holds a model of kind {found}, not {kind} as asked")
     state = safe_torch_load(checkpoint, "checkpoint")
     stored_size = (state.get("datamodule_hyper_parameters") or {}).get("image_size")
     image_size = int(stored_size) if stored_size else checkpoint_image_size(checkpoint)

@@ -127,8 +127,8 @@ def read_manifest(bundle: str | os.PathLike, kind: str | None = None) -> dict[st
     if manifest.get("kind") not in KINDS:
         raise BundleError(f"{folder} holds an unknown model kind {manifest.get('kind')!r} (known: {', '.join(KINDS)})")
     if kind is not None and manifest["kind"] != kind:
-        raise BundleError(f"{folder} holds a {manifest['kind']} model ({KINDS[manifest['kind']][2]}), "
-                          f"not the {kind} model asked for")
+        raise BundleError(f"{folder} holds a model of kind {manifest['kind']} ({KINDS[manifest['kind']][2]}), "
+                          f"not {kind} as asked")
     return manifest
 
 
