@@ -7,6 +7,7 @@ networks, discriminator or optimizer state) and ``manifest.json``; :func:`export
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
 import os
@@ -18,7 +19,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-import talkinghead
 from talkinghead.inference import BUNDLE_FORMAT, BUNDLE_FORMAT_VERSION, KINDS, MANIFEST, WEIGHTS, BundleError
 from talkinghead.lightning.slim import _plain
 
@@ -94,11 +94,12 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: s
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "networks": _network_specs(state.get("hyper_parameters") or {}, found),
         "image_size": image_size,
-        "image_size_source": "checkpoint" if stored_size else "guessed (the checkpoint does not record it)",
+        "image_size_source": "checkpoint" if stored_size else
+        "not in the checkpoint: the run's config.yaml, else the default 256",
         "num_keypoints": getattr(model, "num_keypoints", None),
-        "ema": getattr(module, "generator_ema", None) is not None or bool(state.get("talkinghead_inference_only")),
+        "ema": module.hparams.get("ema_decay") is not None,  # then the weights are the EMA's (also when slim)
         "conventions": CONVENTIONS,
-        "talkinghead_version": talkinghead.__version__,
+        "talkinghead_version": importlib.metadata.version("talkinghead"),
         "torch_version": torch.__version__,
         "source_checkpoint": {"name": checkpoint.name, "bytes": checkpoint.stat().st_size,
                               "global_step": int(state.get("global_step", 0))},

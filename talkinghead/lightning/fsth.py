@@ -244,17 +244,8 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
     @torch.no_grad()
     def reenact(self, references: Tensor, references_landmarks: Tensor, driving_landmarks: Tensor,
                 chunk: int = 16) -> Tensor:
-        """Few-shot synthesis without fine-tuning: the person of the K references posed by each driving landmark set.
-
-        Args:
-            references: (k, 3, s, s) frames of one person, or (b, k, 3, s, s) one set per driving item.
-            references_landmarks: (k, 68, 2) or (b, k, 68, 2) their landmarks in pixels.
-            driving_landmarks: (t, 68, 2) landmarks to draw the person with.
-            chunk: frames synthesised per forward pass.
-
-        Returns:
-            (t, 3, s, s) in [0, 1].
-        """
+        """Few-shot synthesis without fine-tuning: :meth:`FSTHModel.reenact` with the inference networks (the EMA
+        when kept), in eval mode."""
         with self.evaluating() as model:
             return model.reenact(references, references_landmarks, driving_landmarks, chunk)
 

@@ -273,16 +273,8 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
 
     @torch.no_grad()
     def reenact(self, references: Tensor, driving: Tensor, chunk: int = 16) -> Tensor:
-        """Feed-forward reenactment: the person of the references in the pose of each driving frame (anyone's).
-
-        Args:
-            references: (k, 3, s, s) frames of one person, or (b, k, 3, s, s) one set per driving frame.
-            driving: (t, 3, s, s) frames whose pose (and expression) to take.
-            chunk: frames synthesised per forward pass.
-
-        Returns:
-            (t, 3, s, s) in [0, 1]: RGB x mask.
-        """
+        """Feed-forward reenactment: :meth:`LPDModel.reenact` with the inference networks (the EMA when kept), in
+        eval mode."""
         with self.evaluating() as model:
             return model.reenact(references, driving, chunk)
 

@@ -162,7 +162,8 @@ def fit(config: str, shards, root: Path, *extra: str) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("paper", ["fsth", "lpd"])
-def test_few_shot_bundles_reenact_like_their_modules(paper, synthetic_shards, tmp_path):
+def test_few_shot_bundles_reenact_like_their_modules_and_animate(paper, synthetic_shards, tmp_path, photo_and_video,
+                                                                run_talkinghead, read_mp4):
     meta_ckpt = fit(str(CONFIGS / paper / "tiny_meta.yaml"), synthetic_shards, tmp_path / "meta")
     person_ckpt = fit(str(CONFIGS / paper / "tiny_finetune.yaml"), synthetic_shards, tmp_path / "person",
                       f"--model.init_args.init_from={meta_ckpt}")
@@ -186,6 +187,14 @@ def test_few_shot_bundles_reenact_like_their_modules(paper, synthetic_shards, tm
         else:
             args = (driving,)
         assert torch.equal(model.reenact(*args), module.reenact(*args)), kind
+
+    # The fine-tuned person driven by a real video (FSTH through the video's dlib landmarks, LPD its frames).
+    out = tmp_path / "person.mp4"
+    result = run_talkinghead("animate", "--model", str(tmp_path / f"{paper}-person"), "--driving",
+                             str(photo_and_video[1]), "--out", str(out), "--side-by-side")
+    assert result.returncode == 0, result.stderr[-3000:]
+    frames = read_mp4(out)
+    assert len(frames) == 12 and frames[0].shape == (64, 128, 3)
 
 
 # -- animate -----------------------------------------------------------------------------------------------------
