@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("preprocess", "real videos -> shards: tracked face crops, landmarks, pose"),
     "evaluate": ("evaluate", "score a checkpoint vs the copy-source baseline: paper-style metrics table"),
     "export": ("export", "a checkpoint -> a bundle (safetensors + manifest, optional ONNX) that loads without Lightning"),
+    "inspect": ("inspect", "look at shards: a contact sheet (landmarks, masks) and a summary of what they hold"),
     "animate": ("animate", "animate a photo with a driving video (faces found and cropped), written as mp4"),
 }
 LIGHTNING_SUBCOMMANDS = {

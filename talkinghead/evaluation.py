@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,7 +49,8 @@ from talkinghead.metrics import (
 from talkinghead.networks.protocols import Animates
 from talkinghead.safe_load import safe_torch_load
 
-__all__ = ["COLUMNS", "MODES", "FREE_VIEW_YAWS", "Row", "load_model", "evaluate", "checkpoint_image_size"]
+__all__ = ["COLUMNS", "MODES", "FREE_VIEW_YAWS", "Row", "load_model", "evaluate", "checkpoint_image_size",
+           "find_checkpoint_image_size"]
 
 Value = float | str
 Row = tuple[str, dict[str, Value]]
@@ -88,14 +90,25 @@ def load_model(checkpoint: str | os.PathLike, device: str | torch.device = "cpu"
 
 
 def checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256) -> int:
-    """The data's image_size a checkpoint was trained with: from the checkpoint's datamodule hyper-parameters, else
-    the config.yaml LightningCLI writes next to the run, else ``default``."""
+    """The data image size a checkpoint was trained at (see :func:`find_checkpoint_image_size`), else ``default``."""
+    size, _ = find_checkpoint_image_size(checkpoint, default)
+    return size
+
+
+def find_checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256) -> tuple[int, str]:
+    """(size, where it came from): the size every checkpoint the package writes records, else the checkpoint's
+    datamodule hyper-parameters, else the config.yaml LightningCLI writes next to the run, else ``default``
+    (where is then "guessed: ...")."""
+    from talkinghead.lightning.adversarial import IMAGE_SIZE_KEY
+
     path = Path(checkpoint)
     try:
         state = safe_torch_load(path, "checkpoint")
-        size = (state.get("datamodule_hyper_parameters") or {}).get("image_size")
-        if size:
-            return int(size)
+        for size, where in ((state.get(IMAGE_SIZE_KEY), "the checkpoint"),
+                            ((state.get("datamodule_hyper_parameters") or {}).get("image_size"),
+                             "the checkpoint's data hyper-parameters")):
+            if size:
+                return int(size), where
     except Exception:  # noqa: BLE001 - a best-effort default only
         pass
     import yaml
@@ -107,10 +120,10 @@ def checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256) -> 
                 data = yaml.safe_load(config.read_text()).get("data", {})
                 size = (data.get("init_args") or data).get("image_size")
                 if size:
-                    return int(size)
+                    return int(size), f"guessed from the run's {config}"
             except Exception:  # noqa: BLE001
                 pass
-    return default
+    return default, f"guessed: the default {default} (the checkpoint does not record its training image size)"
 
 
 def _value(tensor: Tensor | float) -> float:
@@ -245,8 +258,8 @@ class _RowScores:
             row["ms_ssim_3scale"] = gt or (_value(self.msssim[1].compute()) if self.msssim is not None else
                                            f"n/a (images under {msssim_min_size(scales=SMALL_MSSSIM_SCALES)} px)")
         misses = [m for m in misses if not math.isnan(m)]
-        if misses and max(misses) > 0:
-            row["face miss rate"] = max(misses)
+        if self.face_metrics and self.availability["akd"] is None:  # always shown when face metrics ran, 0 too
+            row["face miss rate"] = max(misses) if misses else 0.0
         return row
 
 
@@ -287,6 +300,7 @@ def evaluate(
     device: str | torch.device = "cpu",
     pose_checkpoint: str | None = None,
     facenet_weights: str | None = None,
+    scope: dict[str, int] | None = None,
 ) -> list[Row]:
     """Scores a model and the copy-source baseline on the first num_pairs clips of the shards.
 
@@ -304,6 +318,8 @@ def evaluate(
             generic 3D face to the dlib landmarks (weak-perspective PnP).
         facenet_weights: local InceptionResnetV1 weights for AED / CSIM (facenet-pytorch); None uses dlib's 128-d
             face descriptor, which works offline.
+        scope: a dict to fill with what was scored: clips, people, and pairs (same-/cross-identity) or sources
+            and views (free view).
 
     Returns:
         [("model", {column: value}), ("copy source frame", {...})], values floats or "n/a (reason)" strings.
@@ -320,6 +336,12 @@ def evaluate(
     if not items:
         raise ValueError(f"no clips in {shards!r}")
     model = model.to(device)
+    if scope is not None:
+        scope.update(clips=len(items), people=len({item["identity"] for item in items}))
+        if mode == "free-view":
+            scope.update(sources=len(items), views=len(items) * len(FREE_VIEW_YAWS))
+        else:
+            scope.update(pairs=len(items))
     if mode == "free-view":
         return _free_view(model, items, image_size, availability, tools, face_metrics, device)
     ground_truth = mode == "same-identity"
@@ -329,7 +351,7 @@ def evaluate(
         pairs = [(item, item) for item in items]
     else:
         pairs = list(zip(items, _other_identity(items)))
-    for chunk in _batches(pairs):
+    for chunk in _progress(list(_batches(pairs)), f"evaluate {mode}", "batch"):
         source = _stack([s for s, _ in chunk], "source")
         driving = _stack([d for _, d in chunk], "driving")
         output = model.reconstruct(source.to(device), driving.to(device)).float().cpu().clamp(0, 1)
@@ -346,6 +368,13 @@ def evaluate(
                 source_faces["embedding"] if tools else None, target if tools and ground_truth else None,
                 pose if tools else None)
     return [(name, scores.row()) for name, scores in rows.items()]
+
+
+def _progress(items: Sequence[Any], description: str, unit: str) -> Any:
+    """A progress bar over ``items`` on stderr (hidden when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(items, desc=description, unit=unit, file=sys.stderr, disable=None, leave=False)
 
 
 def _other_identity(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -376,7 +405,7 @@ def _free_view(model: L.LightningModule, items: Sequence[dict[str, Any]], image_
     target = torch.stack([requested, torch.zeros_like(requested), torch.zeros_like(requested)], -1)  # (v, 3)
     errors = {"model": PoseError(), BASELINE: PoseError()}
     csim = {"model": CSIM(), BASELINE: CSIM()}
-    for item in items:
+    for item in _progress(items, "evaluate free-view", "source"):
         source = item["source"]
         views = torch.cat([model.animate(source.to(device), source[None].to(device), relative=True, yaw=float(y))
                            for y in (0.0, *FREE_VIEW_YAWS)]).float().cpu().clamp(0, 1)  # (1 + v, 3, h, w)
@@ -404,7 +433,6 @@ def _free_view(model: L.LightningModule, items: Sequence[dict[str, Any]], image_
             row.update({"CSIM": _face_value(identity["csim"]), "pose error": _face_value(pose["yaw"]),
                         "pitch drift": _face_value(pose["pitch"]), "roll drift": _face_value(pose["roll"])})
             misses = [m for m in (_value(pose["miss_rate"]), _value(identity["miss_rate"])) if not math.isnan(m)]
-            if misses and max(misses) > 0:
-                row["face miss rate"] = max(misses)
+            row["face miss rate"] = max(misses) if misses else 0.0  # always shown when face metrics ran
         rows.append((name, row))
     return rows

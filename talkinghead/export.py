@@ -71,7 +71,7 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: s
     """
     from safetensors.torch import save_file
 
-    from talkinghead.evaluation import checkpoint_image_size, load_model
+    from talkinghead.evaluation import find_checkpoint_image_size, load_model
     from talkinghead.safe_load import safe_torch_load
 
     checkpoint, out = Path(checkpoint), Path(out)
@@ -82,8 +82,7 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: s
     if kind is not None and kind != found:
         raise BundleError(f"{checkpoint} holds a model of kind {found}, not {kind} as asked")
     state = safe_torch_load(checkpoint, "checkpoint")
-    stored_size = (state.get("datamodule_hyper_parameters") or {}).get("image_size")
-    image_size = int(stored_size) if stored_size else checkpoint_image_size(checkpoint)
+    image_size, image_size_source = find_checkpoint_image_size(checkpoint)
     model = module.inference_model()
     weights = {name: value.detach().to("cpu", copy=True).contiguous() for name, value in model.state_dict().items()}
     manifest: dict[str, Any] = {
@@ -94,8 +93,7 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: s
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
         "networks": _network_specs(state.get("hyper_parameters") or {}, found),
         "image_size": image_size,
-        "image_size_source": "checkpoint" if stored_size else
-        "not in the checkpoint: the run's config.yaml, else the default 256",
+        "image_size_source": image_size_source,
         "num_keypoints": getattr(model, "num_keypoints", None),
         "ema": module.hparams.get("ema_decay") is not None,  # then the weights are the EMA's (also when slim)
         "conventions": CONVENTIONS,

@@ -205,34 +205,24 @@ def landmarks_in_crops(frames: np.ndarray, face_boxes: np.ndarray, crop_boxes: n
 
 def synthesise(model: Any, kind: str, args: argparse.Namespace, source: Any, driving: Any,
                landmarks: np.ndarray | None, size: int) -> Any:
-    """(t, 3, s, s) output frames, with a progress bar over chunks of --batch frames."""
+    """(t, 3, s, s) output frames on the CPU, with a progress bar over chunks of --batch frames."""
     import torch
     from tqdm import tqdm
 
-    outputs = []
     with torch.no_grad(), tqdm(total=len(driving), unit="frame", desc="animate", file=sys.stderr,
                                disable=None) as bar:
         if kind == "osfv":
-            state = model.encode_source(source.to(args.device))
-            reference = model.estimate_pose(driving[:1].to(args.device)) if args.relative else None
-            from talkinghead.geometry import rotation_matrix
-            from talkinghead.networks.osfv_model import compose_driving_pose
-
-            user = rotation_matrix(*(torch.tensor(a, device=args.device) for a in (args.yaw, args.pitch, args.roll)))
-            shift = torch.zeros(3, device=args.device)
+            return model.animate(source, driving, args.relative, args.yaw, args.pitch, args.roll, chunk=args.batch,
+                                 on_chunk=bar.update).float().cpu()
+        outputs = []
         for start in range(0, len(driving), args.batch):
-            frames = driving[start:start + args.batch].to(args.device)
-            if kind == "osfv":
-                rotation, translation, expression = compose_driving_pose(
-                    state.pose, model.estimate_pose(frames), reference, user, shift)
-                out = model.render(state, {"rotation": rotation, "translation": translation, "expression": expression})
-            elif kind == "lpd-person":
-                out = model.reenact(frames)
+            if kind == "lpd-person":
+                out = model.reenact(driving[start:start + args.batch])
             else:
                 out = model.reenact(torch.from_numpy(landmarks[start:start + args.batch]).float(), size)
             outputs.append(out.float().cpu())
-            bar.update(len(frames))
-    return torch.cat(outputs)
+            bar.update(len(out))
+        return torch.cat(outputs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def own_flags(error: BaseException) -> str:
+    """An error's message with fit's flag names (shared by the data code) replaced by evaluate's own."""
+    return str(error).replace("--data.init_args.shards", "--data").replace("--data.init_args.image_size", "--size")
+
+
 def _format(value: float | str) -> str:
     return value if isinstance(value, str) else f"{value:.4g}"
 
@@ -92,25 +97,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         expand_shards(args.data)
     except ShardError as error:
-        parser.exit(2, f"talkinghead evaluate: --data: {error}\n")
+        parser.exit(2, f"talkinghead evaluate: --data: {own_flags(error)}\n")
     if args.exact_truth and args.mode != "free-view":
         parser.exit(2, f"talkinghead evaluate: --exact-truth applies to --mode free-view, not {args.mode}\n")
     exact_truth = args.mode == "free-view" and args.exact_truth is not False and _synthetic(parser, args)
-    from talkinghead.evaluation import checkpoint_image_size, evaluate, load_model
+    from talkinghead.evaluation import evaluate, find_checkpoint_image_size, load_model
     from talkinghead.metrics import MissingWeightsError
 
     try:
         model = load_model(args.checkpoint, device=args.device)
     except ValueError as error:
         parser.exit(2, f"talkinghead evaluate: {error}\n")
-    size = args.size or checkpoint_image_size(args.checkpoint)
+    size = args.size
+    if size is None:
+        size, where = find_checkpoint_image_size(args.checkpoint)
+        if where.startswith("guessed"):
+            print(f"talkinghead evaluate: image size {size} {where}; pass --size to set it", file=sys.stderr)
+    scope: dict[str, int] = {}
     try:
         rows = evaluate(model, args.data, mode=args.mode, num_pairs=args.pairs, image_size=size,
                         face_metrics=not args.no_face_metrics, fid_weights=args.fid_weights,
                         lpips_weights=args.lpips_weights, device=args.device, pose_checkpoint=args.pose_checkpoint,
-                        facenet_weights=args.facenet_weights)
+                        facenet_weights=args.facenet_weights, scope=scope)
     except (ValueError, FileNotFoundError, MissingWeightsError) as error:
-        parser.exit(2, f"talkinghead evaluate: {error}\n")
+        parser.exit(2, f"talkinghead evaluate: {own_flags(error)}\n")
     truth = None
     if exact_truth:
         from talkinghead.freeview import FREE_VIEW_TRUTH_YAWS, score_free_view
@@ -121,9 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as error:
             parser.exit(2, f"talkinghead evaluate: exact free-view truth: {error}\n")
     date = datetime.datetime.now().isoformat(timespec="seconds")
-    header = (f"**{args.mode}** evaluation of `{args.checkpoint}` on `{args.data}` ({len(rows)} rows, {size} px, "
-              f"up to {args.pairs} clips), {date}")
-    print(f"{args.mode}: {args.checkpoint} on {args.data} at {size} px")
+    scored = ", ".join(f"{count} {name}" for name, count in scope.items())
+    header = (f"**{args.mode}** evaluation of `{args.checkpoint}` on `{args.data}`: {scored} scored at {size} px "
+              f"(--pairs {args.pairs}), {date}")
+    print(f"{args.mode}: {args.checkpoint} on {args.data} at {size} px: {scored} scored")
     print(format_table(rows))
     write_outputs(rows, Path(args.out), header)
     print(f"wrote {Path(args.out) / 'evaluation.csv'} and {Path(args.out) / 'evaluation.md'}", file=sys.stderr)
@@ -156,7 +167,7 @@ def _synthetic(parser: argparse.ArgumentParser, args: argparse.Namespace) -> boo
         print(f"talkinghead evaluate: no exact free-view truth: {error}", file=sys.stderr)
         return False
     except ShardError as error:
-        parser.exit(2, f"talkinghead evaluate: --data: {error}\n")
+        parser.exit(2, f"talkinghead evaluate: --data: {own_flags(error)}\n")
     return True
 
 

@@ -110,6 +110,8 @@ def ema_with_warmup(decay: float) -> Any:
 
 
 RNG_KEY = "talkinghead_rng_states"
+# The data image size a model was trained at, in every checkpoint the package writes (evaluate and export read it).
+IMAGE_SIZE_KEY = "talkinghead_image_size"
 
 
 def rng_states() -> dict[str, Any]:
@@ -306,6 +308,7 @@ class AdversarialModule(L.LightningModule):
 
         complete_inference_checkpoint(self, checkpoint)  # inference-only files hold the generator side alone
         self._rng_to_restore = checkpoint.get(RNG_KEY)
+        self._trained_image_size = checkpoint.get(IMAGE_SIZE_KEY)
 
     def on_train_start(self) -> None:
         # Restored here, after the checkpoint, the sanity check and the loaders' set-up, right before the first
@@ -406,6 +409,9 @@ class AdversarialModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[RNG_KEY] = rng_states()  # exact resume: Lightning keeps no RNG state of its own
+        size = getattr(self, "_checked_size", None) or getattr(self, "_trained_image_size", None)
+        if size:
+            checkpoint[IMAGE_SIZE_KEY] = int(size)
         bad = [name for name, value in checkpoint.get("state_dict", {}).items()
                if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
         if bad:

@@ -76,6 +76,12 @@ def write_inference_checkpoint(module: Any, path: str | os.PathLike, global_step
     }
     if datamodule_hparams is not None:
         checkpoint["datamodule_hyper_parameters"] = _plain(dict(datamodule_hparams))
+    from talkinghead.lightning.adversarial import IMAGE_SIZE_KEY
+
+    size = (datamodule_hparams or {}).get("image_size") or getattr(module, "_checked_size", None) or \
+        getattr(module, "_trained_image_size", None)
+    if size:
+        checkpoint[IMAGE_SIZE_KEY] = int(size)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

@@ -15,7 +15,7 @@ All images are RGB in [0, 1], NCHW, at the size the networks were trained for.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -189,6 +189,7 @@ class OSFVModel(nn.Module):
         roll: float = 0.0,
         translation: tuple[float, float, float] = (0.0, 0.0, 0.0),
         chunk: int = 16,
+        on_chunk: Callable[[int], object] | None = None,
     ) -> Tensor:
         """Animates one source image with a driving video, optionally from another viewpoint (free view).
 
@@ -200,6 +201,7 @@ class OSFVModel(nn.Module):
             yaw, pitch, roll: user rotation R_u in degrees applied to every output frame.
             translation: user translation t_u in normalised units.
             chunk: frames synthesised per forward pass.
+            on_chunk: called with the number of frames after each chunk (e.g. a progress bar's ``update``).
 
         Returns:
             (t, 3, h, w) in [0, 1] on the model's device.
@@ -216,4 +218,6 @@ class OSFVModel(nn.Module):
             rotation, shift, expression = compose_driving_pose(state.pose, pose, reference, user_rotation,
                                                                user_translation)
             outputs.append(self.render(state, {"rotation": rotation, "translation": shift, "expression": expression}))
+            if on_chunk is not None:
+                on_chunk(len(frames))
         return torch.cat(outputs)

@@ -57,6 +57,13 @@ def test_same_identity_through_the_cli(tmp_path, shards, checkpoint):
         float(row["ms_ssim_3scale"])
     markdown = (out / "evaluation.md").read_text()
     assert "same-identity" in markdown and str(checkpoint) in markdown and "| copy source frame |" in markdown
+    # What was scored is named, the face-miss column is always there (0 shown as 0), and the training size comes
+    # from the checkpoint itself without a guess.
+    assert "3 clips, 3 people, 3 pairs scored at 64 px" in markdown and "3 pairs scored" in result.stdout
+    for row in rows.values():
+        assert 0 <= float(row["face miss rate"]) <= 1
+    assert "guessed" not in result.stderr
+    assert torch.load(checkpoint, map_location="cpu", weights_only=True)["talkinghead_image_size"] == 64
     # The baseline is the L1 of source vs driving of the same fixed pairs, computed independently.
     from talkinghead.datamodules.talking_heads import PairsDataModule
 
@@ -81,8 +88,9 @@ def test_cross_identity_and_free_view_in_process(shards, checkpoint):
     rows = dict(evaluate(model, str(shards), mode="free-view", num_pairs=2, image_size=64))
     baseline = rows[BASELINE]
     assert rows["model"]["L1"].startswith("n/a (")
-    if "face miss rate" in baseline:  # MTCNN missed a synthetic source: the miss is reported, not hidden
-        assert 0 < baseline["face miss rate"] <= 1
+    assert "face miss rate" in baseline and "face miss rate" in rows["model"]  # always, when face metrics run
+    if baseline["face miss rate"] > 0:  # MTCNN missed a synthetic source: the miss is reported, not hidden
+        assert baseline["face miss rate"] <= 1
     else:
         # Copying the source turns nothing, so the error is the mean requested |yaw|.
         assert baseline["pose error"] == pytest.approx(sum(map(abs, FREE_VIEW_YAWS)) / len(FREE_VIEW_YAWS))
@@ -101,10 +109,24 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, shards, checkpoint):
     assert result.returncode == 2 and "checkpoint not found" in result.stderr
     result = run_evaluate("--checkpoint", checkpoint, "--data", tmp_path / "no-shards", "--out", out)
     assert result.returncode == 2 and "--data" in result.stderr
+    assert "init_args" not in result.stderr  # evaluate's own flags, not fit's
     assert not out.exists()
     torch.save({"state_dict": {}}, tmp_path / "plain.ckpt")
     with pytest.raises(ValueError, match="not a talkinghead checkpoint"):
         load_model(tmp_path / "plain.ckpt")
+
+
+def test_a_checkpoint_without_its_image_size_is_evaluated_with_a_stated_guess(tmp_path, shards, checkpoint):
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    del state["talkinghead_image_size"]
+    torch.save(state, tmp_path / "old.ckpt")
+    out = tmp_path / "eval"
+    result = run_evaluate("--checkpoint", tmp_path / "old.ckpt", "--data", shards, "--out", out, "--pairs", 1,
+                          "--no-face-metrics")
+    assert result.returncode == 0, result.stderr[-3000:]
+    guesses = [line for line in result.stderr.splitlines() if "guessed" in line]
+    assert len(guesses) == 1 and "image size 256 guessed: the default 256" in guesses[0] and "--size" in guesses[0]
+    assert "at 256 px" in (out / "evaluation.md").read_text()
 
 
 def test_pose_from_a_head_pose_checkpoint(tmp_path, shards, checkpoint):
