@@ -57,11 +57,8 @@ class OSFVModule(AdversarialModule):
     """OSFV training and inference (face-vid2vid, Wang et al. CVPR 2021, section 3).
 
     Args:
-        appearance: F, image -> appearance feature volume f_s.
-        canonical_keypoints: L, image -> {"keypoints": canonical keypoints x_c (b, k, 3)}.
-        head_pose: H/Δ, image -> {"yaw", "pitch", "roll" (b,) degrees, "translation" (b, 3), "expression" (b, k, 3)}.
-        motion: M, (f_s, x_s, x_d, R_s, R_d) -> {"deformation", "occlusion", ...}.
-        generator: G, (f_s, deformation, occlusion) -> image (b, 3, h, w) in [0, 1].
+        appearance, canonical_keypoints, head_pose, motion, generator: F, L, H/Δ, M and G, which make the
+            inference model :class:`~talkinghead.networks.osfv_model.OSFVModel` (its docstring has their contracts).
         discriminator: D, image -> list over scales of {"features", "logits"}.
         loss_weights: weight per term (the paper's by default); 0 disables a term.
         vgg_weights: VGG19 weights for the perceptual loss: a torchvision enum name ("IMAGENET1K_V1", from the torch
