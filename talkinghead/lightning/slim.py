@@ -65,9 +65,16 @@ def write_inference_checkpoint(module: Any, path: str | os.PathLike, global_step
 
     side = module.generator_side()
     prefix = _prefix(module, side)
-    weights = module.inference_networks().state_dict()
+    networks = module.inference_networks()
+    state = {prefix + key: value.detach().cpu().clone() for key, value in networks.state_dict().items()}
+    # Networks that inference reads besides the generator side (LPD fine-tuning's frozen pose encoder) go in too.
+    inside = {id(m) for m in networks.modules()}
+    for child in module.inference_model().children():
+        if id(child) not in inside:
+            extra = _prefix(module, child)
+            state.update({extra + key: value.detach().cpu().clone() for key, value in child.state_dict().items()})
     checkpoint = {
-        "state_dict": {prefix + key: value.detach().cpu().clone() for key, value in weights.items()},
+        "state_dict": state,
         "hyper_parameters": _plain(dict(module.hparams)),
         "global_step": int(global_step),
         "epoch": 0,

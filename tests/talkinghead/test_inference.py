@@ -18,6 +18,7 @@ from talkinghead.export import export_bundle
 from talkinghead.flows import transform_keypoints
 from talkinghead.geometry import rotation_matrix
 from talkinghead.inference import BundleError, load
+from talkinghead.lightning.slim import write_inference_checkpoint
 from talkinghead.networks.osfv_model import OSFVModel, compose_driving_pose
 
 CONFIGS = resources.files("talkinghead.lightning_configs")
@@ -153,25 +154,26 @@ def test_export_command_writes_graphs_that_match_pytorch(tmp_path, run_talkinghe
 # -- FSTH and LPD, meta-learned and fine-tuned ---------------------------------------------------------------------
 
 
-def fit(config: str, shards, root: Path, *extra: str) -> Path:
+def fit(config: str, shards, root: Path, *extra: str) -> tuple[Path, TalkingHeadCLI]:
     cli = TalkingHeadCLI(args=["--config", config, f"--data.init_args.shards={shards}", *QUIET,
                                "--trainer.max_steps=2", f"--trainer.default_root_dir={root}", *extra], run=False)
     cli.trainer.fit(cli.model, cli.datamodule)
-    return next(root.glob("**/last.ckpt"))
+    return next(root.glob("**/last.ckpt")), cli
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("paper", ["fsth", "lpd"])
 def test_few_shot_bundles_reenact_like_their_modules_and_animate(paper, synthetic_shards, tmp_path, photo_and_video,
                                                                 run_talkinghead, read_mp4):
-    meta_ckpt = fit(str(CONFIGS / paper / "tiny_meta.yaml"), synthetic_shards, tmp_path / "meta")
-    person_ckpt = fit(str(CONFIGS / paper / "tiny_finetune.yaml"), synthetic_shards, tmp_path / "person",
-                      f"--model.init_args.init_from={meta_ckpt}")
+    meta_ckpt, meta_cli = fit(str(CONFIGS / paper / "tiny_meta.yaml"), synthetic_shards, tmp_path / "meta")
+    person_ckpt, person_cli = fit(str(CONFIGS / paper / "tiny_finetune.yaml"), synthetic_shards, tmp_path / "person",
+                                  f"--model.init_args.init_from={meta_ckpt}")
     generator = torch.Generator().manual_seed(3)
     references, driving = torch.rand(4, 3, 64, 64, generator=generator), torch.rand(5, 3, 64, 64, generator=generator)
     landmarks = 16 + 32 * torch.rand(4, 68, 2, generator=generator)
     driving_landmarks = 16 + 32 * torch.rand(5, 68, 2, generator=generator)
-    for checkpoint, kind in ((meta_ckpt, paper), (person_ckpt, f"{paper}-person")):
+    for checkpoint, kind, trained in ((meta_ckpt, paper, meta_cli.model), (person_ckpt, f"{paper}-person",
+                                                                          person_cli.model)):
         module = load_model(checkpoint)
         manifest = export_bundle(checkpoint, tmp_path / kind)
         assert manifest["kind"] == kind
@@ -187,6 +189,9 @@ def test_few_shot_bundles_reenact_like_their_modules_and_animate(paper, syntheti
         else:
             args = (driving,)
         assert torch.equal(model.reenact(*args), module.reenact(*args)), kind
+        # A slim (inference-only) checkpoint keeps everything inference reads (LPD's frozen pose encoder too).
+        slim = write_inference_checkpoint(trained, tmp_path / f"{kind}.slim.ckpt", 0, {"image_size": 64})
+        assert torch.equal(load_model(slim).reenact(*args), module.reenact(*args)), kind
 
     # The fine-tuned person driven by a real video (FSTH through the video's dlib landmarks, LPD its frames).
     out = tmp_path / "person.mp4"
