@@ -95,15 +95,16 @@ def checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256) -> 
     return size
 
 
-def find_checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256) -> tuple[int, str]:
+def find_checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256,
+                               state: dict[str, Any] | None = None) -> tuple[int, str]:
     """(size, where it came from): the size every checkpoint the package writes records, else the checkpoint's
     datamodule hyper-parameters, else the config.yaml LightningCLI writes next to the run, else ``default``
-    (where is then "guessed: ...")."""
+    (where is then "guessed: ..."). ``state``: the checkpoint's contents when the caller has loaded them already."""
     from talkinghead.lightning.adversarial import IMAGE_SIZE_KEY
 
     path = Path(checkpoint)
     try:
-        state = safe_torch_load(path, "checkpoint")
+        state = safe_torch_load(path, "checkpoint") if state is None else state
         for size, where in ((state.get(IMAGE_SIZE_KEY), "the checkpoint"),
                             ((state.get("datamodule_hyper_parameters") or {}).get("image_size"),
                              "the checkpoint's data hyper-parameters")):

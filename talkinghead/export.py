@@ -12,6 +12,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ def export_bundle(checkpoint: str | os.PathLike, out: str | os.PathLike, kind: s
     if kind is not None and kind != found:
         raise BundleError(f"{checkpoint} holds a model of kind {found}, not {kind} as asked")
     state = safe_torch_load(checkpoint, "checkpoint")
-    image_size, image_size_source = find_checkpoint_image_size(checkpoint)
+    image_size, image_size_source = find_checkpoint_image_size(checkpoint, state=state)
     model = module.inference_model()
     weights = {name: value.detach().to("cpu", copy=True).contiguous() for name, value in model.state_dict().items()}
     manifest: dict[str, Any] = {
@@ -238,19 +239,23 @@ def export_graphs(bundle: str | os.PathLike, formats: Sequence[str]) -> dict[str
             raise BundleError("--format onnx needs onnx and onnxruntime: pip install 'talkinghead[export]'") from error
     model = load(bundle).float().requires_grad_(False)  # traced weights become constants, never grad leaves
     example = _example_inputs(model, manifest["image_size"])
-    wrappers = {"appearance": AppearanceEncoder(model), "keypoints": KeypointExtractor(model),
-                "renderer": Renderer(model)}
+    # In eval mode: the TorchScript-based ONNX exporter restores each wrapper's mode afterwards, recursively, so a
+    # wrapper left in (the default) training mode would switch the networks' BatchNorm to batch statistics for every
+    # later graph.
+    wrappers = {"appearance": AppearanceEncoder(model).eval(), "keypoints": KeypointExtractor(model).eval(),
+                "renderer": Renderer(model).eval()}
+    with torch.no_grad():  # PyTorch's outputs, once per graph, for every format to be checked against
+        reference = {name: wrapper(*example[name]) for name, wrapper in wrappers.items()}
+    reference = {name: [out] if isinstance(out, Tensor) else list(out) for name, out in reference.items()}
     folder = bundle / "graphs"
     folder.mkdir(exist_ok=True)
     graphs = dict(manifest.get("graphs") or {})
     for fmt in formats:
         suffix = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "torch-export": ".pt2"}[fmt]
         for name, wrapper in wrappers.items():
-            path, inputs = folder / f"{name}{suffix}", example[name]
+            path, inputs, expected = folder / f"{name}{suffix}", example[name], reference[name]
             start = time.perf_counter()
             with torch.no_grad():
-                expected = wrapper(*inputs)
-                expected = [expected] if isinstance(expected, Tensor) else list(expected)
                 try:
                     _save_graph(wrapper, inputs, path, fmt, name)
                 except Exception as error:  # noqa: BLE001 - the exporters raise many types; name the op in one line
@@ -299,17 +304,12 @@ def _antialiased_bilinear(g: Any, image: Any, output_size: Any, align_corners: A
 def _save_graph(wrapper: nn.Module, inputs: tuple[Tensor, ...], path: Path, fmt: str, name: str) -> None:
     partial = path.with_name(path.name.replace(".", ".partial.", 1))  # keeps the suffix torch.export expects
     if fmt == "onnx":
-        import warnings
-
         torch.onnx.register_custom_op_symbolic("aten::_upsample_bilinear2d_aa", _antialiased_bilinear, ONNX_OPSET)
-
         with warnings.catch_warnings():  # the TorchScript-based exporter's deprecation and tracer notes
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapper, inputs, str(partial), opset_version=ONNX_OPSET, dynamo=False,
                               input_names=list(GRAPH_INPUTS[name]), output_names=list(GRAPH_OUTPUTS[name]))
     elif fmt == "torchscript":
-        import warnings
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.jit.trace(wrapper, inputs, check_trace=False).save(str(partial))
