@@ -140,12 +140,14 @@ class Cropper:
                                    f"~40 px high, or --crop none if it is already a face crop)")
         return self.crop(image[None], self.boxes(box[None], width, height))[0], box
 
-    def driving(self, frames: np.ndarray, name: str, every: int) -> tuple[np.ndarray, np.ndarray]:
-        """Crops (t, s, s, 3) and the per-frame face boxes (t, 4) of a driving video (one crop box for all)."""
+    def driving(self, frames: np.ndarray, name: str, every: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Crops (t, s, s, 3), the per-frame face boxes (t, 4) and the crop boxes (t, 4) of a driving video (one
+        crop box for all)."""
         t, height, width = frames.shape[:3]
         if not self.enabled:
             face = np.tile(np.array([0, 0, width - 1, height - 1], dtype=np.float64), (t, 1))
-            return self.crop(frames, self.boxes(face, width, height)), face
+            boxes = self.boxes(face, width, height)
+            return self.crop(frames, boxes), face, boxes
         picked = list(range(0, t, every)) + ([t - 1] if (t - 1) % every else [])
         found = {i: largest_face(faces, f"frame {i} of {name}", warn=False)
                  for i, faces in zip(picked, self.detect(frames[picked]))}
@@ -153,14 +155,16 @@ class Cropper:
         if not known:
             raise AnimateError(f"no face found in the driving video {name} (checked {len(picked)} of {t} frames)")
         face = np.stack([np.interp(np.arange(t), known, [found[i][k] for i in known]) for k in range(4)], axis=1)
-        return self.crop(frames, self.boxes(face, width, height)), face
+        boxes = self.boxes(face, width, height)
+        return self.crop(frames, boxes), face, boxes
 
 
 # -- the model ---------------------------------------------------------------------------------------------------
 
 
 def load_any(path: Path, device: str) -> tuple[Any, str, int]:
-    """(inference model in eval mode, kind, image size) of a bundle folder or a fit checkpoint."""
+    """(inference model in eval mode, kind, image size) of a bundle folder or a fit checkpoint; refuses a kind
+    that cannot animate before building it."""
     if path.is_dir():
         from talkinghead.inference import load, read_manifest
 
@@ -173,7 +177,9 @@ def load_any(path: Path, device: str) -> tuple[Any, str, int]:
     from talkinghead.export import module_kind
 
     module = load_model(path, device=device)
-    return module.inference_model().eval(), module_kind(module), checkpoint_image_size(path)
+    kind = module_kind(module)
+    check_kind(kind, path)
+    return module.inference_model().eval(), kind, checkpoint_image_size(path)
 
 
 def check_kind(kind: str, model: Any) -> None:
@@ -187,10 +193,6 @@ def to_tensor(images: np.ndarray) -> Any:
     import torch
 
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
-
-
-def to_images(tensor: Any) -> np.ndarray:
-    return (tensor.clamp(0, 1).mul(255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
 
 
 def landmarks_in_crops(frames: np.ndarray, face_boxes: np.ndarray, crop_boxes: np.ndarray, size: int) -> np.ndarray:
@@ -262,9 +264,9 @@ def run(args: argparse.Namespace, out: Path, partial: Path) -> int:
     import torch
 
     from talkinghead.callbacks.media import write_mp4
+    from talkinghead.metrics._images import to_uint8_frames
 
     model, kind, size = load_any(Path(args.model), args.device)
-    check_kind(kind, args.model)
     if kind == "osfv" and args.source is None:
         raise AnimateError("an OSFV model animates a --source photo: pass --source IMAGE")
     cropper = Cropper(size, args.device, enabled=args.crop == "face")
@@ -276,20 +278,19 @@ def run(args: argparse.Namespace, out: Path, partial: Path) -> int:
         print(f"talkinghead animate: a {kind} model draws the person it was fine-tuned on; --source is not used",
               file=sys.stderr)
     frames, fps = read_video(Path(args.driving), args.max_frames)
-    driving_crops, face_boxes = cropper.driving(frames, args.driving, args.detect_every)
+    driving_crops, face_boxes, crop_boxes = cropper.driving(frames, args.driving, args.detect_every)
     landmarks = None
     if kind == "fsth-person":
-        boxes = cropper.boxes(face_boxes, frames.shape[2], frames.shape[1])
-        landmarks = landmarks_in_crops(frames, face_boxes, boxes, size).astype(np.float32)
+        landmarks = landmarks_in_crops(frames, face_boxes, crop_boxes, size).astype(np.float32)
     start = time.perf_counter()
     output = synthesise(model, kind, args, source, to_tensor(driving_crops), landmarks, size)
     seconds = time.perf_counter() - start
     if args.size and args.size != size:
         output = torch.nn.functional.interpolate(output, size=(args.size, args.size), mode="bilinear",
                                                  antialias=True, align_corners=False)
-    images = to_images(output)
+    images = to_uint8_frames(output)
     if args.side_by_side:
-        driving_images = to_images(torch.nn.functional.interpolate(
+        driving_images = to_uint8_frames(torch.nn.functional.interpolate(
             to_tensor(driving_crops), size=images.shape[1:3], mode="bilinear", antialias=True, align_corners=False))
         images = np.concatenate([driving_images, images], axis=2)
     write_mp4(partial, images, fps=fps)

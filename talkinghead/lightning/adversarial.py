@@ -330,6 +330,12 @@ class AdversarialModule(L.LightningModule):
         """The generator side used for inference: its EMA when one is kept, else the trained networks."""
         return self.generator_side() if self.generator_ema is None else self.generator_ema.module
 
+    def trained_image_size(self) -> int | None:
+        """The data image size this model trains (or was trained) at: the one checked at setup, else the one its
+        checkpoint recorded; None when neither is known."""
+        size = getattr(self, "_checked_size", None) or getattr(self, "_trained_image_size", None)
+        return int(size) if size else None
+
     def inference_model(self) -> nn.Module:
         """Everything inference needs, as one plain nn.Module (what `talkinghead export` writes): by default the
         inference networks; a stage whose inference also reads frozen networks outside the generator side (LPD
@@ -409,9 +415,9 @@ class AdversarialModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[RNG_KEY] = rng_states()  # exact resume: Lightning keeps no RNG state of its own
-        size = getattr(self, "_checked_size", None) or getattr(self, "_trained_image_size", None)
+        size = self.trained_image_size()
         if size:
-            checkpoint[IMAGE_SIZE_KEY] = int(size)
+            checkpoint[IMAGE_SIZE_KEY] = size
         bad = [name for name, value in checkpoint.get("state_dict", {}).items()
                if torch.is_tensor(value) and value.is_floating_point() and not torch.isfinite(value).all()]
         if bad:

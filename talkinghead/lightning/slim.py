@@ -85,8 +85,7 @@ def write_inference_checkpoint(module: Any, path: str | os.PathLike, global_step
         checkpoint["datamodule_hyper_parameters"] = _plain(dict(datamodule_hparams))
     from talkinghead.lightning.adversarial import IMAGE_SIZE_KEY
 
-    size = (datamodule_hparams or {}).get("image_size") or getattr(module, "_checked_size", None) or \
-        getattr(module, "_trained_image_size", None)
+    size = (datamodule_hparams or {}).get("image_size") or module.trained_image_size()
     if size:
         checkpoint[IMAGE_SIZE_KEY] = int(size)
     path = Path(path)
