@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from talkinghead.lightning.adversarial import class_from_path
+from talkinghead.lightning.slim import INFERENCE_ONLY, complete_inference_checkpoint
 from talkinghead.safe_load import safe_torch_load
 
 __all__ = ["load_meta_module", "person_frames_for", "size_video_columns", "VideoColumnsMetaLearning",
@@ -93,6 +94,11 @@ def load_meta_module(
     config = dict(state.get("hyper_parameters") or {})
     config.pop("_instantiator", None)
     module = _build(expected, config, f"init_from {path}")
+    if state.get(INFERENCE_ONLY):  # a small checkpoint: what it leaves out (loss networks, maybe D) stays as built
+        if not any(name.startswith("projection_discriminator.") for name in state["state_dict"]):
+            log.warning("init_from %s is an inference-only checkpoint without the discriminator: fine-tuning starts "
+                        "D from random weights (write it with keep=('projection_discriminator',))", path)
+        complete_inference_checkpoint(module, state)
     weights = state["state_dict"]
     ema_prefix = "generator_ema.module."
     trained = {name: value for name, value in weights.items() if not name.startswith("generator_ema.")}
@@ -146,18 +152,49 @@ class VideoColumnsMetaLearning:
     one column per training video: sized from the data at the start of fit, and trained both by D and, in the
     generator step, by the embedding match that pulls W_i and the embedder's output together (FSTH's
     L_MCH(phi, W)). The adversarial terms of the generator step must see W as a constant: ``fixed_video_column``.
-    Subclasses set ``stage_name`` (for error messages).
+    Before the match, :meth:`initialise_video_columns` sets each W_i to its video's first embedding (the
+    ``video_columns_init`` hyper-parameter: "embedding", or "random" for the paper's N(0, 0.02^2) rows, which
+    collapses FSTH's embedder on tiny runs: ``benchmarks/fsth_embedder.py``). Subclasses set ``stage_name`` (for
+    error messages).
     """
 
     stage_name = "meta-learning"
     networks: nn.ModuleDict
     projection_discriminator: nn.Module
+    VIDEO_COLUMNS_INITS = ("embedding", "random")
+
+    @classmethod
+    def check_video_columns_init(cls, value: str) -> None:
+        if value not in cls.VIDEO_COLUMNS_INITS:
+            raise ValueError(f"video_columns_init must be one of {', '.join(cls.VIDEO_COLUMNS_INITS)}; got {value!r}")
 
     def setup(self, stage: str) -> None:
         self.check_data_image_size()
         if stage == "fit":
             size_video_columns(self, self.projection_discriminator, self.stage_name)
         super().setup(stage)
+
+    def initialise_video_columns(self, video_index: Tensor, embedding: Tensor) -> None:
+        """W_i = e_i (detached) for the batch's videos whose column has not been set yet.
+
+        Why: L_MCH = |e_i - W_i| with weight 80 outweighs the reconstruction terms' pull on e ~80x on tiny runs; with
+        W's rows at their N(0, 0.02^2) initialisation it drags FSTH's ReLU'd, sum-pooled e towards 0 until every
+        pre-ReLU activation is negative (measured: |e| 0.78 -> 0.0005 within 25 steps, 0.5% of ReLUs alive) and
+        no gradient revives it. Started from e_i itself, the match keeps e_i and W_i together at e's own scale,
+        which is what the paper's term asks for. Under DDP the indices and embeddings of every rank are gathered
+        first, so all ranks write the same rows.
+        """
+        if self.hparams.get("video_columns_init", "embedding") != "embedding":
+            return
+        if getattr(self, "_all_video_columns_set", False):
+            return
+        discriminator = self.projection_discriminator
+        embedding = embedding.detach()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            video_index = self.all_gather(video_index).reshape(-1)
+            embedding = self.all_gather(embedding).reshape(-1, embedding.shape[-1])
+        discriminator.set_video_columns(video_index, embedding)
+        self._all_video_columns_set = bool(discriminator.video_columns_set.all())
 
     def generator_side(self) -> nn.Module:
         return self.networks

@@ -92,6 +92,22 @@ class _FSTHStage(AdversarialModule):
         """D's output as the generator's terms see it (by default the same as ``judge``)."""
         return self.judge(image, sketch, batch)
 
+    def driving_sketch(self, batch: Mapping[str, Any]) -> Tensor:
+        """The sketch of ``batch["driving_landmarks"]`` at the frames' size, drawn once per batch (judge_real and
+        run_generator both need it)."""
+        landmarks = batch["driving_landmarks"]
+        cached = getattr(self, "_sketch_cache", None)
+        if cached is not None and cached[0] is landmarks:  # the cache holds the tensor, so its id is not reused
+            return cached[1]
+        sketch = draw_sketch(landmarks, batch["driving"].shape[-1])
+        self._sketch_cache = (landmarks, sketch)
+        return sketch
+
+    def judge_real(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """D(driving || sketch) once per batch: feature matching reads its features (detached; they do not depend
+        on the projection column) and the first D step its logits, instead of two more D passes per batch."""
+        return self.judge(batch["driving"], self.driving_sketch(batch), batch)
+
     def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
                          real: Any = None) -> dict[str, Tensor]:
         target, prediction, sketch = batch["driving"], outputs["prediction"], outputs["sketch"]
@@ -105,12 +121,15 @@ class _FSTHStage(AdversarialModule):
         if self.wants("adversarial") or self.wants("feature_matching"):
             fake = self.judge_for_generator(prediction, sketch, batch)
             terms["adversarial"] = self.generator_hinge(fake)
-            terms["feature_matching"] = self.feature_matching(self.judge_for_generator(target, sketch, batch), fake)
+            if real is None:
+                real = self.judge_for_generator(target, sketch, batch)
+            terms["feature_matching"] = self.feature_matching(real, fake)  # the real features enter detached
         return {name: value for name, value in terms.items() if self.wants(name)}
 
     def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
                              real: Any = None) -> dict[str, Tensor]:
-        real = self.judge(batch["driving"], outputs["sketch"], batch)
+        if real is None:
+            real = self.judge(batch["driving"], outputs["sketch"], batch)
         fake = self.judge(outputs["prediction"], outputs["sketch"], batch)
         return {"discriminator": self.discriminator_hinge(real, fake)}
 
@@ -149,6 +168,9 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         discriminator_steps: D updates per G update (2 in the paper).
         ema_decay: decay of an EMA of E and G used for inference; None for none.
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
+        video_columns_init: "embedding" sets each W_i to its video's first e_i before the embedding match starts
+            pulling (keeps the embedder alive; see :meth:`VideoColumnsMetaLearning.initialise_video_columns`);
+            "random" keeps the N(0, 0.02^2) rows, which collapsed e to 0 on tiny runs.
     """
 
     bundle_kind = "fsth"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
@@ -170,7 +192,9 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         discriminator_steps: int = 2,
         ema_decay: float | None = None,
         nonfinite_patience: int = 10,
+        video_columns_init: str = "embedding",
     ) -> None:
+        self.check_video_columns_init(video_columns_init)
         super().__init__(
             loss_weights=loss_weights,
             generator_optimizer=generator_optimizer,
@@ -204,11 +228,12 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         if (batch["video_index"] < 0).any():
             raise ValueError("a training batch holds a video outside the discriminator's columns (video_index -1)")
         embedding = self.video_embedding(self.networks, batch["references"], batch["references_landmarks"])
-        sketch = draw_sketch(batch["driving_landmarks"], target.shape[-1])
+        sketch = self.driving_sketch(batch)
         generator = self.networks["generator"]
         prediction = generator(sketch, generator.adain_parameters(embedding))
-        # Watched because e can collapse: ReLU'd and sum-pooled, it reaches exactly 0 for every video when the
-        # embedding match wins early (measured on tiny runs), and then G ignores the references.
+        # Watched because e can collapse: ReLU'd and sum-pooled, it reached exactly 0 for every video when the
+        # embedding match pulled it towards W's random rows (video_columns_init="random"), and then G ignores the
+        # references.
         self.log("train/e_abs_mean", embedding.detach().abs().mean(), batch_size=target.shape[0])
         return {"prediction": prediction, "sketch": sketch, "embedding": embedding}
 
@@ -222,6 +247,7 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
                          real: Any = None) -> dict[str, Tensor]:
         terms = super().generator_losses(batch, outputs, real)
         if self.wants("embedding_match"):
+            self.initialise_video_columns(batch["video_index"], outputs["embedding"])
             column = self.projection_discriminator.video_embeddings(batch["video_index"])
             terms["embedding_match"] = self.embedding_match(outputs["embedding"], column)
         return terms
@@ -336,8 +362,7 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
     # -- the adversarial hooks -----------------------------------------------------------------------------------
 
     def run_generator(self, batch: Mapping[str, Any]) -> dict[str, Any]:
-        target = batch["driving"]
-        sketch = draw_sketch(batch["driving_landmarks"], target.shape[-1])
+        sketch = self.driving_sketch(batch)
         return {"prediction": self.person_generator(sketch), "sketch": sketch}
 
     def judge(self, image: Tensor, sketch: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:

@@ -189,6 +189,9 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         discriminator_steps: D updates per G update.
         ema_decay: decay of the EMA of the encoders and the generator used for inference (0.999); None for none.
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
+        video_columns_init: "embedding" sets each W_i to its video's first identity embedding before the identity
+            match pulls (as FSTH; :meth:`VideoColumnsMetaLearning.initialise_video_columns`); "random" keeps W's
+            N(0, 0.02^2) rows.
     """
 
     bundle_kind = "lpd"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
@@ -214,7 +217,9 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         discriminator_steps: int = 1,
         ema_decay: float | None = 0.999,
         nonfinite_patience: int = 10,
+        video_columns_init: str = "embedding",
     ) -> None:
+        self.check_video_columns_init(video_columns_init)
         super().__init__(
             loss_weights=loss_weights,
             generator_optimizer=generator_optimizer,
@@ -260,6 +265,7 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
                          real: Any = None) -> dict[str, Tensor]:
         terms = super().generator_losses(batch, outputs, real)
         if self.wants("identity_match"):
+            self.initialise_video_columns(batch["video_index"], outputs["identity"])
             column = self.projection_discriminator.video_embeddings(batch["video_index"])
             terms["identity_match"] = self.identity_match(outputs["identity"], column)
         return terms

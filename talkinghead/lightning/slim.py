@@ -48,7 +48,8 @@ def _plain(value: Any) -> Any:
 
 
 def write_inference_checkpoint(module: Any, path: str | os.PathLike, global_step: int = 0,
-                               datamodule_hparams: Mapping[str, Any] | None = None) -> Path:
+                               datamodule_hparams: Mapping[str, Any] | None = None,
+                               keep: tuple[str, ...] = ()) -> Path:
     """Writes ``module``'s inference weights and hyper-parameters as a small, loadable Lightning checkpoint.
 
     Args:
@@ -57,6 +58,8 @@ def write_inference_checkpoint(module: Any, path: str | os.PathLike, global_step
         global_step: recorded as the checkpoint's global_step (the training run's, for reference).
         datamodule_hparams: the data's hyper-parameters (at least image_size, which evaluation reads), as a
             Lightning checkpoint of the whole run stores them.
+        keep: names of further submodules whose weights go in too, e.g. ("projection_discriminator",) for a
+            meta-learned FSTH / LPD checkpoint that fine-tuning starts from (it fine-tunes the meta-learned D).
 
     Returns:
         the path written. The file loads with ``torch.load(..., weights_only=True)``.
@@ -73,6 +76,9 @@ def write_inference_checkpoint(module: Any, path: str | os.PathLike, global_step
         if id(child) not in inside:
             extra = _prefix(module, child)
             state.update({extra + key: value.detach().cpu().clone() for key, value in child.state_dict().items()})
+    for name in keep:
+        child = getattr(module, name)
+        state.update({f"{name}.{key}": value.detach().cpu().clone() for key, value in child.state_dict().items()})
     checkpoint = {
         "state_dict": state,
         "hyper_parameters": _plain(dict(module.hparams)),

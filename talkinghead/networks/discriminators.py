@@ -244,6 +244,9 @@ class ProjectionDiscriminator(nn.Module):
         self.shared_column = nn.Parameter(torch.randn(embedding_dim) * embedding_init_std)  # w_0
         self.bias = nn.Parameter(torch.zeros(()))  # b
         self.video_embeddings = self._new_embeddings(num_videos)  # W
+        # Which rows of W have been set from their video's embedding (set_video_columns); a checkpoint from before
+        # this flag existed loads as all set.
+        self.register_buffer("video_columns_set", torch.zeros(num_videos, dtype=torch.bool))
         self._register_load_state_dict_pre_hook(self._resize_embeddings_for_checkpoint)
 
     def _new_embeddings(self, num_videos: int) -> nn.Embedding:
@@ -263,11 +266,36 @@ class ProjectionDiscriminator(nn.Module):
         """(Re)creates W with ``num_videos`` freshly initialised rows (drops the old ones); call before building the
         optimizer, which would otherwise hold the old W."""
         self.video_embeddings = self._new_embeddings(num_videos)
+        self.video_columns_set = torch.zeros(num_videos, dtype=torch.bool, device=self.shared_column.device)
 
     def _resize_embeddings_for_checkpoint(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
         weight = state_dict.get(prefix + "video_embeddings.weight")
         if weight is not None and weight.shape[0] != self.num_videos:
             self.set_num_videos(weight.shape[0])
+        if weight is not None and prefix + "video_columns_set" not in state_dict:
+            state_dict[prefix + "video_columns_set"] = torch.ones(weight.shape[0], dtype=torch.bool)
+
+    @torch.no_grad()
+    def set_video_columns(self, video_index: Tensor, embedding: Tensor) -> int:
+        """W_i = e_i for each video whose row has not been set yet (the first occurrence of an index wins); rows
+        already set are left alone. Returns how many rows were set.
+
+        Meta-learning calls it with each batch's video embeddings before the embedding match, so that L_MCH starts
+        at e_i's own scale instead of pulling e towards W's small random initial rows (which killed FSTH's
+        ReLU'd embedder). Under DDP every rank must call it with the same (gathered) indices and embeddings.
+
+        Args:
+            video_index: (n,) integer indices in [0, num_videos).
+            embedding: (n, embedding_dim).
+        """
+        assert_shape(embedding, (video_index.shape[0], self.embedding_dim))
+        index = video_index.to(self.video_columns_set.device)
+        first = ~torch.tril(index[:, None] == index[None, :], diagonal=-1).any(dim=1)
+        new = first & ~self.video_columns_set[index]
+        if new.any():
+            self.video_embeddings.weight[index[new]] = embedding[new].to(self.video_embeddings.weight)
+            self.video_columns_set[index[new]] = True
+        return int(new.sum())
 
     def video_column(self, video_index: Tensor) -> Tensor:
         """W_i + w_0 for each index: (b,) -> (b, embedding_dim)."""

@@ -6,8 +6,10 @@ from importlib import resources
 import pytest
 import torch
 
+import talkinghead.lightning.fsth as fsth
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.lightning.fsth import FSTHFineTuneModule, FSTHModule
+from talkinghead.lightning.slim import write_inference_checkpoint
 from talkinghead.sketch import draw_sketch
 
 CONFIGS = resources.files("talkinghead.lightning_configs") / "fsth"
@@ -54,7 +56,7 @@ def test_target_frame_never_reaches_the_embedder(synthetic_shards):
 
 def test_generator_step_moves_w_only_through_the_embedding_match(synthetic_shards):
     """L_MCH(phi, W) trains W_i towards e_i in the generator step; the adversarial terms there leave W alone."""
-    cli = meta_cli(synthetic_shards)
+    cli = meta_cli(synthetic_shards, "--model.init_args.video_columns_init=random")  # else W_i = e_i: no gradient
     model, data = cli.model, cli.datamodule
     data.setup("fit")
     model.projection_discriminator.set_num_videos(data.num_videos)
@@ -67,6 +69,37 @@ def test_generator_step_moves_w_only_through_the_embedding_match(synthetic_shard
     (match,) = torch.autograd.grad(model.loss_weights["embedding_match"] * terms["embedding_match"], weight)
     assert match.abs().sum() > 0
     torch.testing.assert_close(total, match)
+
+
+def test_video_columns_start_from_the_first_embedding_and_the_embedder_stays_alive(synthetic_shards):
+    """W_i = e_i the first time video i is seen, so L_MCH does not drag e towards W's small random rows; with the
+    paper's random rows e shrinks in the very first steps (benchmarks/fsth_embedder.py follows it to 0)."""
+    cli = meta_cli(synthetic_shards)
+    model, data = cli.model, cli.datamodule
+    data.setup("fit")
+    model.projection_discriminator.set_num_videos(data.num_videos)
+    batch = next(iter(data.train_dataloader()))
+    outputs = model.run_generator(batch)
+    terms = model.generator_losses(batch, outputs)
+    index = batch["video_index"]
+    discriminator = model.projection_discriminator
+    assert discriminator.video_columns_set[index].all() and discriminator.video_columns_set.sum() == len(set(index.tolist()))
+    torch.testing.assert_close(terms["embedding_match"], torch.zeros(()))
+    torch.testing.assert_close(discriminator.video_embeddings.weight[index[0]], outputs["embedding"][0].detach())
+    with pytest.raises(ValueError, match="video_columns_init must be one of embedding, random"):
+        meta_cli(synthetic_shards, "--model.init_args.video_columns_init=zeros")
+
+
+def test_one_real_discriminator_pass_per_batch(tmp_path, synthetic_shards, monkeypatch):
+    """judge_real: the generator step's feature matching and the first D step share D(real) (and one sketch)."""
+    cli = meta_cli(synthetic_shards, "--trainer.max_steps=3", f"--trainer.default_root_dir={tmp_path}")
+    calls, sketches = [], []
+    cli.model.projection_discriminator.register_forward_hook(lambda *_: calls.append(1))
+    monkeypatch.setattr(fsth, "draw_sketch", lambda *a, **k: sketches.append(1) or draw_sketch(*a, **k))
+    cli.trainer.fit(cli.model, cli.datamodule)
+    # real once + fake in the G step + fake in D step 1 + real and fake in D step 2 = 5 (was 7)
+    assert len(calls) == 5
+    assert len(sketches) == 2  # the driving sketch once; the references' sketches once
 
 
 def test_meta_learning_sizes_w_from_the_data_and_reloads_without_config(meta_run, synthetic_shards):
@@ -82,6 +115,23 @@ def test_meta_learning_sizes_w_from_the_data_and_reloads_without_config(meta_run
     torch.testing.assert_close(cli.model.reconstruct_batch(batch), reloaded.reconstruct_batch(batch))
     fresh = meta_cli(synthetic_shards).model
     assert not torch.equal(fresh.reconstruct_batch(batch), reloaded.reconstruct_batch(batch))  # weights restored
+
+
+def test_small_meta_checkpoint_keeps_the_discriminator_and_starts_fine_tuning(meta_run, synthetic_shards, tmp_path):
+    """The shipped form of a meta-learned model: no VGG, no optimizer state, but D, which fine-tuning starts from."""
+    cli, checkpoint = meta_run
+    small = write_inference_checkpoint(cli.model, tmp_path / "fsth_meta.ckpt", cli.trainer.global_step,
+                                       {"image_size": 64}, keep=("projection_discriminator",))
+    stored = torch.load(small, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any(key.startswith("content_vgg19.") for key in stored)
+    assert small.stat().st_size < checkpoint.stat().st_size / 2
+    from_small = finetune_cli(small, synthetic_shards).model
+    from_full = finetune_cli(checkpoint, synthetic_shards).model
+    small_state = from_small.state_dict()
+    networks = [key for key in from_full.state_dict() if not key.startswith(("content_vgg19.", "content_vggface."))]
+    assert any(key.startswith("person_discriminator.") for key in networks)
+    for key in networks:  # the loss networks are built afresh (random-init features without VGG weights)
+        torch.testing.assert_close(small_state[key], from_full.state_dict()[key], msg=key)
 
 
 def test_meta_learning_refuses_data_without_video_columns(tmp_path, synthetic_shards):

@@ -236,6 +236,32 @@ def test_projection_discriminator_errors_and_resizing():
     torch.testing.assert_close(fresh.video_embeddings.weight, discriminator.video_embeddings.weight)
 
 
+def test_video_columns_are_set_once_from_the_first_embedding():
+    discriminator = ProjectionDiscriminator(num_videos=4, **TINY_TRUNK)
+    random_rows = discriminator.video_embeddings.weight.detach().clone()
+    assert not discriminator.video_columns_set.any()
+    first, second = torch.randn(3, EMBED), torch.randn(3, EMBED)
+    assert discriminator.set_video_columns(torch.tensor([2, 0, 2]), first) == 2  # index 2 twice: the first wins
+    weight = discriminator.video_embeddings.weight.detach()
+    torch.testing.assert_close(weight[2], first[0])
+    torch.testing.assert_close(weight[0], first[1])
+    torch.testing.assert_close(weight[[1, 3]], random_rows[[1, 3]])
+    assert discriminator.video_columns_set.tolist() == [True, False, True, False]
+    assert discriminator.set_video_columns(torch.tensor([0, 3, 2]), second) == 1  # only 3 was unset
+    torch.testing.assert_close(discriminator.video_embeddings.weight.detach()[0], first[1])
+    torch.testing.assert_close(discriminator.video_embeddings.weight.detach()[3], second[1])
+    # the flags travel with the state dict; a checkpoint from before they existed loads as all set
+    fresh = ProjectionDiscriminator(**TINY_TRUNK)
+    fresh.load_state_dict(discriminator.state_dict())
+    assert fresh.video_columns_set.tolist() == [True, False, True, True]
+    old = {k: v for k, v in discriminator.state_dict().items() if k != "video_columns_set"}
+    fresh = ProjectionDiscriminator(**TINY_TRUNK)
+    fresh.load_state_dict(old)
+    assert fresh.video_columns_set.all() and fresh.num_videos == 4
+    fresh.set_num_videos(6)
+    assert fresh.video_columns_set.shape == (6,) and not fresh.video_columns_set.any()
+
+
 def test_losses_accept_projection_discriminator_output():
     torch.manual_seed(0)
     discriminator = ProjectionDiscriminator(num_videos=2, **TINY_TRUNK)

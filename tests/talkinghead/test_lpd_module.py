@@ -92,7 +92,7 @@ def test_pose_augmentation_touches_only_the_pose_branch(synthetic_shards):
 
 
 def test_generator_step_moves_w_only_through_the_identity_match(synthetic_shards):
-    cli = meta_cli(synthetic_shards)
+    cli = meta_cli(synthetic_shards, "--model.init_args.video_columns_init=random")  # else W_i = e_i: no gradient
     model, batch = cli.model, first_batch(cli)
     model.projection_discriminator.set_num_videos(cli.datamodule.num_videos)
     weight = model.projection_discriminator.video_embeddings.weight
@@ -103,6 +103,19 @@ def test_generator_step_moves_w_only_through_the_identity_match(synthetic_shards
     (match,) = torch.autograd.grad(model.loss_weights["identity_match"] * terms["identity_match"], weight)
     assert match.abs().sum() > 0
     torch.testing.assert_close(total, match)
+
+
+def test_video_columns_start_from_the_first_identity_embedding(synthetic_shards):
+    cli = meta_cli(synthetic_shards)
+    model, batch = cli.model, first_batch(cli)
+    model.projection_discriminator.set_num_videos(cli.datamodule.num_videos)
+    outputs = model.run_generator(batch)
+    terms = model.generator_losses(batch, outputs)
+    index = batch["video_index"]
+    assert model.projection_discriminator.video_columns_set[index].all()
+    torch.testing.assert_close(terms["identity_match"], torch.zeros(()))
+    torch.testing.assert_close(model.projection_discriminator.video_embeddings.weight[index[-1]],
+                               outputs["identity"][(index == index[-1]).nonzero()[0, 0]].detach())
 
 
 def test_dice_is_skipped_and_said_once_when_the_shards_have_no_masks(synthetic_shards, caplog):
