@@ -27,5 +27,5 @@ SUBPACKAGES = [
 setup(
     packages=[*PACKAGE_DIR, *SUBPACKAGES],
     package_dir=PACKAGE_DIR,
-    package_data={"talkinghead.lightning_configs": ["*.yaml", "*/*.yaml"], "talkinghead.assets": ["*.ckpt"]},
+    package_data={"talkinghead.lightning_configs": ["*.yaml", "*/*.yaml"], "talkinghead.assets": ["*.ckpt", "*.safetensors"]},
 )
