@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 from talkinghead.metrics import PSNR, SSIM
 
-__all__ = ["config_path", "write_data", "scores"]
+__all__ = ["config_path", "write_data", "scores", "Judge"]
 
 
 def config_path(model: str, name: str) -> Path:
@@ -48,3 +48,41 @@ def scores(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     ssim.update(prediction, target)
     return {"PSNR": psnr.compute().item(), "SSIM": ssim.compute().item(),
             "L1": F.l1_loss(prediction, target).item()}
+
+
+class Judge:
+    """The shipped synthetic identity / landmark judge (talkinghead.metrics.synthetic_judge), never trained with
+    the models it scores: identity as cosine similarity of unit embeddings, pose as landmark error."""
+
+    def __init__(self) -> None:
+        from talkinghead.metrics.synthetic_judge import load_judge
+
+        self.judge, self.figures = load_judge()
+
+    @torch.no_grad()
+    def embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        """(n, 3, s, s) in [0, 1] -> (n, d) unit identity embeddings."""
+        return torch.cat([self.judge(frames[i:i + 64].clamp(0, 1))["embedding"] for i in range(0, len(frames), 64)])
+
+    @torch.no_grad()
+    def landmarks(self, frames: torch.Tensor) -> torch.Tensor:
+        """(n, 3, s, s) -> (n, 68, 2) landmarks in pixels."""
+        return torch.cat([self.judge(frames[i:i + 64].clamp(0, 1))["landmarks"] for i in range(0, len(frames), 64)])
+
+    def centroid(self, frames: torch.Tensor) -> torch.Tensor:
+        """A person's identity: the normalised mean embedding of their real frames, (d,)."""
+        return F.normalize(self.embeddings(frames).mean(0), dim=0)
+
+    def identity(self, outputs: torch.Tensor, person: str, centroids: dict[str, torch.Tensor]) -> dict[str, float]:
+        """How much ``outputs`` look like ``person``: mean cosine to their centroid, mean cosine to the other
+        people's centroids, and the share of outputs whose nearest centroid is theirs (chance = 1 / people)."""
+        names = list(centroids)
+        similarity = self.embeddings(outputs) @ torch.stack([centroids[n] for n in names]).t()  # (n, people)
+        own = names.index(person)
+        others = [i for i in range(len(names)) if i != own]
+        return {"cos_own": similarity[:, own].mean().item(), "cos_others": similarity[:, others].mean().item(),
+                "identified": (similarity.argmax(1) == own).float().mean().item()}
+
+    def pose_error(self, outputs: torch.Tensor, landmarks: torch.Tensor) -> float:
+        """Mean distance (pixels) between the landmarks the judge reads from ``outputs`` and ``landmarks``."""
+        return (self.landmarks(outputs) - landmarks).norm(dim=-1).mean().item()

@@ -4,13 +4,25 @@ Zakharov et al. (ICCV 2019): meta-learning (tiny_meta.yaml) for a CPU budget, th
 shot count T, (a) the feed-forward result of the meta-learned model (E embeds the T frames, G draws the person
 from landmarks) and (b) the result after fine-tuning G and D to the T frames (tiny_finetune.yaml), both on the same
 held-out frames of that person (``PersonDataModule.val_dataloader``: frames not among the T), against
-"copy the first of the T frames" and "mean of the T frames" baselines. Prints a markdown table (PSNR, SSIM, L1
+"copy the first of the T frames" and "mean of the T frames" baselines, and two that say whether the
+feed-forward result depends on the person's references at all: a generic "mean face" (the mean of the other
+held-out people's T frames) and the feed-forward result drawn with ANOTHER held-out person's references. Frames
+have their background removed, as tiny_meta.yaml / tiny_finetune.yaml train on them. Identity and pose are scored by
+the synthetic judge (talkinghead/assets/synthetic_judge.safetensors, benchmarks/identity_judge.py), which no model
+trains with: cosine similarity of each output to the person's identity (their real held-out frames) and to the
+other held-out people's, the share identified as the right person, and the distance between the landmarks the
+judge reads from the output and the driving landmarks. Prints a markdown table (PSNR, SSIM, L1
 averaged over people) and writes a PNG per T (held-out frame | copy | feed-forward | fine-tuned) into --out::
 
     python benchmarks/fsth_learning.py --meta-minutes 8 --finetune-steps 100 --out /tmp/fsth_learning
     python benchmarks/fsth_learning.py --meta-steps 600 --out /tmp/fsth_learning     # budget in G steps
     python benchmarks/fsth_learning.py --checkpoint /tmp/fsth_learning/meta.ckpt     # reuse a meta-learned model
     python benchmarks/fsth_learning.py --meta-steps 300 -- --model.init_args.loss_weights.l1=0   # meta overrides
+    python benchmarks/fsth_learning.py --meta-minutes 30 --export talkinghead/assets/fsth_tiny_meta.ckpt  # ship it
+
+``--export`` writes the meta-learned model as a small checkpoint (embedder, generator and the meta-learned
+discriminator that fine-tuning starts from; no VGG, no optimizer state), loadable by ``talkinghead evaluate
+--checkpoint`` and as ``init_from`` of tiny_finetune.yaml.
 
 Options --finetune-lr and --finetune-override change the fine-tuning stage (e.g. --finetune-override
 --model.init_args.loss_weights.adversarial=0).
@@ -25,13 +37,14 @@ from pathlib import Path
 
 import torch
 
-from few_shot_common import config_path, scores, write_data
+from few_shot_common import Judge, config_path, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.datamodules.talking_heads import PersonDataModule
 from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.fsth import FSTHModule
+from talkinghead.lightning.slim import write_inference_checkpoint
 
 SHOTS = (1, 8)
 
@@ -62,6 +75,12 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, 
     seconds = time.perf_counter() - start
     checkpoint = out / "meta.ckpt"
     cli.trainer.save_checkpoint(checkpoint)
+    if args.export:
+        written = write_inference_checkpoint(cli.model, args.export, cli.trainer.global_step,
+                                             {"image_size": cli.datamodule.image_size},
+                                             keep=("projection_discriminator",))
+        print(f"meta-learned checkpoint for fine-tuning and evaluation: {written} "
+              f"({written.stat().st_size / 2**20:.1f} MiB)")
     global_step = cli.trainer.global_step
     batches = cli.trainer.fit_loop.total_batch_idx + 1
     print(f"meta-learning: global_step {global_step}, batches {batches} "
@@ -72,7 +91,7 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, 
 def person_data(folder: Path, shots: int, args: argparse.Namespace) -> tuple[PersonDataModule, dict, dict]:
     """The person's T frames (person_frames) and held-out frames (val_dataloader, concatenated)."""
     data = PersonDataModule(shards=str(folder), num_frames=shots, image_size=64, batch_size=8, num_workers=0,
-                            val_samples=args.held_out)
+                            val_samples=args.held_out, remove_background=True)  # as the tiny configs' data
     data.setup("fit")
     person = data.person_frames()
     batches = list(data.val_dataloader())
@@ -135,6 +154,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", help="reuse this meta-learning checkpoint instead of meta-learning")
+    parser.add_argument("--export", help="also write the meta-learned model as a small checkpoint here")
     parser.add_argument("overrides", nargs="*", help="extra meta-learning `talkinghead fit` arguments after --")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -143,6 +163,8 @@ def main() -> None:
     started = time.perf_counter()
     train, people = write_data(args, out)
 
+    if args.checkpoint and args.export:
+        parser.error("--export writes the checkpoint of a meta-learning run; drop --checkpoint")
     if args.checkpoint:
         meta_ckpt, meta_seconds = Path(args.checkpoint), None
         meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=True)["global_step"] // 3
@@ -152,25 +174,41 @@ def main() -> None:
     meta.eval()
 
     embedding_report(meta, people, args)
+    judge = Judge()
     rows: dict[tuple[int, str], list[dict[str, float]]] = {}
+    judged: dict[tuple[int, str], list[dict[str, float]]] = {}
     finetune_seconds: dict[int, list[float]] = {}
     for shots in SHOTS:
         grid_rows = []
-        for folder in people:
-            _, person, held = person_data(folder, shots, args)
+        persons = {folder: person_data(folder, shots, args)[1:] for folder in people}
+        centroids = {folder.name: judge.centroid(persons[folder][1]["driving"]) for folder in people}
+        for number, folder in enumerate(people):
+            person, held = persons[folder]
             references, landmarks = person["references"][0], person["references_landmarks"][0]
+            others = [persons[f][0] for f in people if f != folder]
+            other = others[number % len(others)]  # another held-out person's T frames
             target = held["driving"]
             copy = references[:1].expand_as(target)
             mean = references.mean(0, keepdim=True).expand_as(target)
+            mean_face = torch.cat([o["references"][0] for o in others]).mean(0, keepdim=True).expand_as(target)
             feed_forward = meta.reenact(references, landmarks, held["driving_landmarks"])
+            wrong_person = meta.reenact(other["references"][0], other["references_landmarks"][0],
+                                        held["driving_landmarks"])
             tuned, steps, seconds = fine_tune(args, out, meta_ckpt, folder, shots)
             batch = {"driving": target, "driving_landmarks": held["driving_landmarks"]}
             fine_tuned = tuned.reconstruct_batch(batch)
             finetune_seconds.setdefault(shots, []).append(seconds)
-            for method, prediction in (("copy first of the T frames", copy), ("mean of the T frames", mean),
+            for method, prediction in (("real held-out frames (the judge's reference)", target),
+                                       ("copy first of the T frames", copy), ("mean of the T frames", mean),
+                                       ("mean face (other people's frames)", mean_face),
+                                       ("feed-forward, another person's references", wrong_person),
                                        ("feed-forward (meta only)", feed_forward),
                                        (f"fine-tuned ({steps} G steps)", fine_tuned)):
-                rows.setdefault((shots, method), []).append(scores(prediction, target))
+                judged.setdefault((shots, method), []).append(
+                    {**judge.identity(prediction, folder.name, centroids),
+                     "pose_px": judge.pose_error(prediction, held["driving_landmarks"])})
+                if prediction is not target:
+                    rows.setdefault((shots, method), []).append(scores(prediction, target))
             print(f"T={shots} {folder.name}: " + ", ".join(
                 f"{method.split(' (')[0]} {values[-1]['PSNR']:.2f} dB"
                 for (t, method), values in rows.items() if t == shots), flush=True)
@@ -195,8 +233,20 @@ def main() -> None:
         mean_of = {key: sum(v[key] for v in values) / len(values) for key in ("PSNR", "SSIM", "L1")}
         summary[f"T={shots} {method}"] = mean_of
         print(f"| {shots} | {method} | {mean_of['PSNR']:.2f} | {mean_of['SSIM']:.3f} | {mean_of['L1']:.4f} |")
+    print(f"\nIdentity and pose by the synthetic judge (cosine to the person's / other held-out people's identity, "
+          f"share identified among {len(people)} people, judge landmarks vs driving landmarks in px):\n")
+    print("| T | method | cos own | cos others | identified | pose error px |")
+    print("|---|---|---:|---:|---:|---:|")
+    judge_summary = {}
+    for (shots, method), values in judged.items():
+        mean_of = {key: sum(v[key] for v in values) / len(values) for key in values[0]}
+        judge_summary[f"T={shots} {method}"] = mean_of
+        print(f"| {shots} | {method} | {mean_of['cos_own']:.3f} | {mean_of['cos_others']:.3f} | "
+              f"{mean_of['identified']:.0%} | {mean_of['pose_px']:.2f} |")
     (out / "results.json").write_text(json.dumps({"meta_steps": meta_steps, "meta_seconds": meta_seconds,
-                                                  "total_seconds": total, "rows": summary}, indent=2))
+                                                  "total_seconds": total, "rows": summary,
+                                                  "judge": judge_summary, "judge_figures": judge.figures},
+                                                 indent=2))
     print(f"\ngrids (held-out frame | copy first | feed-forward | fine-tuned): "
           + ", ".join(str(out / f"grid_T{t}.png") for t in SHOTS))
 

@@ -6,10 +6,17 @@ not among the T, background removed as in training) for (a) the feed-forward met
 frames, pose from each held-out frame), (b) the model fine-tuned to the T frames (tiny_finetune.yaml, the same
 ``augment_pose``) and (c) the "copy the first of the T frames" baseline: PSNR, SSIM, L1.
 
+The reconstruction table also has a generic "mean face" (the mean of the other held-out people's T frames) and the
+feed-forward result with ANOTHER person's identity frames: the feed-forward result must beat both to show that it
+depends on the person's references.
+
 Identity leakage: for each ordered pair of different held-out people (source A, driver B) the models of A reenact
-B's held-out frames; dlib face-descriptor distances (``DlibFaceEmbedder``, 128-d, on frames upsampled to 320 px) of
-each output to A's and B's mean descriptors (over their real held-out frames) tell whether the output looks like
-the source (no leak) or like the driver (the pose descriptor carries identity). Real frames give the reference
+B's held-out frames; the distances of each output's identity features to A's and B's mean features (over their
+real held-out frames) tell whether the output looks like the source (no leak) or like the driver (the pose
+descriptor carries identity). Features: the synthetic identity judge (talkinghead.metrics.synthetic_judge, trained
+by benchmarks/identity_judge.py on other synthetic people, never with LPD), and dlib's 128-d face descriptors
+(``DlibFaceEmbedder``, frames upsampled to 320 px; for real faces, and it finds few faces in 64-px renders). Pose
+following: the judge's landmarks of each cross-person output against the driver's exact landmarks. Real frames give the reference
 points: A's own frames (no leak at all) and B's frames (a full leak). Prints markdown tables, writes results.json
 and a PNG per setting (driver frame | source's first frame | feed-forward | fine-tuned) into --out::
 
@@ -18,6 +25,7 @@ and a PNG per setting (driver frame | source's first frame | feed-forward | fine
     python benchmarks/lpd_learning.py --checkpoint-on /tmp/lpd_learning/meta_aug_on.ckpt \\
         --checkpoint-off /tmp/lpd_learning/meta_aug_off.ckpt                          # reuse meta-learned models
     python benchmarks/lpd_learning.py --meta-steps 600 -- --model.init_args.loss_weights.l1=0   # meta overrides
+    python benchmarks/lpd_learning.py --meta-minutes 12 --export talkinghead/assets/lpd_tiny_meta.ckpt  # ship it
 """
 
 from __future__ import annotations
@@ -33,13 +41,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from few_shot_common import config_path, scores, write_data
+from few_shot_common import Judge, config_path, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.datamodules.talking_heads import PersonDataModule
 from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.lpd import LPDFineTuneModule, LPDModule
+from talkinghead.lightning.slim import write_inference_checkpoint
 
 SETTINGS = {"on": True, "off": False}  # augment_pose of both stages
 STEPS_PER_BATCH = 2  # global_step counts a G step and a D step per batch
@@ -48,12 +57,18 @@ EMBED_SIZE = 320  # MTCNN finds more of the 64-px synthetic faces at 320 px bicu
 
 def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -> tuple[Path, int, float]:
     """Runs the meta-learning fit with augment_pose on or off; returns (checkpoint, generator steps, seconds)."""
+    if args.meta_minutes:
+        seconds = int(args.meta_minutes * 60)
+        budget = [f"--trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
+                  "--trainer.max_steps=-1"]
+    else:
+        budget = [f"--trainer.max_steps={STEPS_PER_BATCH * args.meta_steps}"]
     cli = TalkingHeadCLI(
         args=[
             "--config", str(config_path("lpd", "tiny_meta.yaml")),
             f"--data.init_args.shards={train}", f"--data.init_args.num_workers={args.workers}",
             f"--model.init_args.augment_pose={str(SETTINGS[setting]).lower()}",
-            f"--trainer.max_steps={STEPS_PER_BATCH * args.meta_steps}", "--trainer.max_epochs=-1",
+            *budget, "--trainer.max_epochs=-1",
             "--trainer.enable_progress_bar=false",
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={out}",
             f"--trainer.logger.init_args.name=meta_aug_{setting}",
@@ -67,6 +82,12 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -
     seconds = time.perf_counter() - start
     checkpoint = out / f"meta_aug_{setting}.ckpt"
     cli.trainer.save_checkpoint(checkpoint)
+    if args.export and SETTINGS[setting]:  # the paper's setting (pose augmentation on) is the one shipped
+        written = write_inference_checkpoint(cli.model, args.export, cli.trainer.global_step,
+                                             {"image_size": cli.datamodule.image_size},
+                                             keep=("projection_discriminator",))
+        print(f"meta-learned checkpoint for fine-tuning and evaluation: {written} "
+              f"({written.stat().st_size / 2**20:.1f} MiB)", flush=True)
     global_step = cli.trainer.global_step
     batches = cli.trainer.fit_loop.total_batch_idx + 1
     print(f"meta-learning (augment_pose {setting}): global_step {global_step}, batches {batches} "
@@ -74,14 +95,16 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -
     return checkpoint, global_step // STEPS_PER_BATCH, seconds
 
 
-def person_data(folder: Path, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
-    """The person's T frames and held-out frames, as tiny_finetune.yaml's datamodule gives them (background removed)."""
+def person_data(folder: Path, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The person's T frames, held-out frames and their landmarks, as tiny_finetune.yaml's datamodule gives them
+    (background removed)."""
     data = PersonDataModule(shards=str(folder), num_frames=args.shots, image_size=64, batch_size=8, num_workers=0,
                             val_samples=args.held_out, remove_background=True)
     data.setup("fit")
     references = data.person_frames()["references"][0]
-    held = torch.cat([batch["driving"] for batch in data.val_dataloader()])
-    return references, held
+    batches = list(data.val_dataloader())
+    held = torch.cat([batch["driving"] for batch in batches])
+    return references, held, torch.cat([batch["driving_landmarks"] for batch in batches])
 
 
 def fine_tune(args: argparse.Namespace, out: Path, meta: Path, folder: Path, setting: str):
@@ -115,8 +138,8 @@ class IdentityFeatures:
 
     name = ""
 
-    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
-        self.real = {person: self(held) for person, (_, held) in data.items()}
+    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        self.real = {person: self(held) for person, (_, held, _) in data.items()}
         self.centres = {person: d[d.isfinite().all(1)].mean(0) for person, d in self.real.items()}
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
@@ -128,7 +151,7 @@ class Descriptors(IdentityFeatures):
 
     name = "dlib face-descriptor distance (128-d, same-person threshold 0.6)"
 
-    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
         from talkinghead.metrics.identity import DlibFaceEmbedder
 
         self.embedder = DlibFaceEmbedder()
@@ -139,23 +162,18 @@ class Descriptors(IdentityFeatures):
         return self.embedder(large.clamp(0, 1))
 
 
-class ColourHistograms(IdentityFeatures):
-    """Foreground colour histograms (4 x 4 x 4 RGB bins, square-rooted so distances are Hellinger-like).
+class JudgeEmbeddings(IdentityFeatures):
+    """The synthetic judge's unit identity embeddings (talkinghead.metrics.synthetic_judge: trained on other
+    synthetic people, never with LPD); Euclidean distance between unit vectors orders like cosine similarity."""
 
-    Synthetic people differ mostly in skin, hair, eye, lip and clothes colours, and the frames have their background
-    removed, so this reads identity without a face detector, which finds nothing in blurry outputs of short runs.
-    It is a synthetic-data probe, not a face-recognition metric."""
+    name = "synthetic identity judge, embedding distance (unit 128-d)"
 
-    name = "foreground colour-histogram distance (synthetic-data probe)"
+    def __init__(self, data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]], judge: Judge) -> None:
+        self.judge = judge
+        super().__init__(data)
 
     def __call__(self, frames: torch.Tensor) -> torch.Tensor:
-        bins = (frames.clamp(0, 1) * 3.999).long()  # (n, 3, s, s) in 0..3
-        index = (bins[:, 0] * 16 + bins[:, 1] * 4 + bins[:, 2]).flatten(1)  # (n, s s)
-        foreground = (frames.amax(dim=1) > 0.04).flatten(1).float()  # background removed = black
-        counts = torch.zeros(frames.shape[0], 64).scatter_add_(1, index, foreground)
-        total = counts.sum(1, keepdim=True)
-        histogram = (counts / total.clamp_min(1)).sqrt()
-        return torch.where(total > 0, histogram, torch.full_like(histogram, float("nan")))
+        return self.judge.embeddings(frames)
 
 
 def distances(descriptors: torch.Tensor, centre: torch.Tensor) -> torch.Tensor:
@@ -177,24 +195,30 @@ def leakage_row(to_source: list[torch.Tensor], to_driver: list[torch.Tensor]) ->
 
 @torch.no_grad()
 def evaluate_setting(args: argparse.Namespace, out: Path, setting: str, meta_ckpt: Path, people: list[Path],
-                     data: dict[str, tuple[torch.Tensor, torch.Tensor]],
-                     features: dict[str, IdentityFeatures]) -> dict:
+                     data: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                     features: dict[str, IdentityFeatures], judge: Judge) -> dict:
     """Reconstruction before/after fine-tuning, and cross-person outputs for the leakage table, for one setting."""
     meta, _ = load_meta_module(LPDModule, str(meta_ckpt), None)  # the weights fine-tuning starts from (EMA)
     meta.eval()
     names = [folder.name for folder in people]
     reconstruction: dict[str, dict[str, dict[str, float]]] = {}
-    cross: dict[str, dict[tuple[str, str], torch.Tensor]] = {"feed-forward": {}, "fine-tuned": {}}
+    cross: dict[str, dict[tuple[str, str], torch.Tensor]] = {"source's first frame (no pose following)": {},
+                                                             "feed-forward": {}, "fine-tuned": {}}
     finetune_seconds, finetune_steps, grid_rows = [], 0, []
-    for a, folder in zip(names, people):
-        references, held = data[a]
+    for number, (a, folder) in enumerate(zip(names, people)):
+        references, held, _ = data[a]
+        others = [name for name in names if name != a]
         copy = references[:1].expand_as(held)
+        mean_face = torch.cat([data[o][0] for o in others]).mean(0, keepdim=True).expand_as(held)
         feed_forward = meta.reenact(references, held)
+        wrong_person = meta.reenact(data[others[number % len(others)]][0], held)
         with torch.enable_grad():  # evaluate_setting runs under no_grad; fitting needs gradients
             tuned, finetune_steps, seconds = fine_tune(args, out, meta_ckpt, folder, setting)
         fine_tuned = tuned.reconstruct_batch({"driving": held})
         finetune_seconds.append(seconds)
         reconstruction[a] = {"copy first of the T frames": scores(copy, held),
+                             "mean face (other people's frames)": scores(mean_face, held),
+                             "feed-forward, another person's references": scores(wrong_person, held),
                              "feed-forward (before fine-tuning)": scores(feed_forward, held),
                              "fine-tuned": scores(fine_tuned, held)}
         print(f"aug {setting} {a}: " + ", ".join(f"{method.split(' (')[0]} {value['PSNR']:.2f} dB"
@@ -204,6 +228,7 @@ def evaluate_setting(args: argparse.Namespace, out: Path, setting: str, meta_ckp
             if b == a:  # leakage only from cross-person pairs
                 continue
             driving = data[b][1][:args.leak_frames]
+            cross["source's first frame (no pose following)"][(a, b)] = references[:1].expand_as(driving)
             cross["feed-forward"][(a, b)] = meta.reenact(references, driving)
             cross["fine-tuned"][(a, b)] = tuned.reenact(driving)
         b = names[(names.index(a) + 1) % len(names)]
@@ -215,6 +240,10 @@ def evaluate_setting(args: argparse.Namespace, out: Path, setting: str, meta_ckp
         Image.fromarray(np.concatenate(grid_rows)).save(out / f"grid_aug_{setting}.png")
 
     start = time.perf_counter()
+    # Pose following: the judge's landmarks of each cross-person output against the driver's exact landmarks.
+    pose_following = {method: sum(judge.pose_error(frames, data[b][2][:len(frames)])
+                                  for (_, b), frames in outputs.items()) / len(outputs)
+                      for method, outputs in cross.items() if outputs}
     leakage: dict[str, dict[str, dict[str, float]]] = {}
     for kind, embed in features.items():
         leakage[kind] = {}
@@ -225,7 +254,8 @@ def evaluate_setting(args: argparse.Namespace, out: Path, setting: str, meta_ckp
                 to_source.append(distances(descriptors, embed.centres[a]))
                 to_driver.append(distances(descriptors, embed.centres[b]))
             leakage[kind][method] = leakage_row(to_source, to_driver)
-    return {"reconstruction": reconstruction, "leakage": leakage, "finetune_steps": finetune_steps,
+    return {"reconstruction": reconstruction, "leakage": leakage, "pose_following": pose_following,
+            "finetune_steps": finetune_steps,
             "finetune_seconds": finetune_seconds, "leakage_seconds": time.perf_counter() - start}
 
 
@@ -239,6 +269,17 @@ def real_frames_reference(embed: IdentityFeatures, names: list[str], args: argpa
             own[role][1].append(distances(descriptors, embed.centres[b]))
     return {"real frames of the source (no leak)": leakage_row(*own["source"]),
             "real frames of the driver (full leak)": leakage_row(*own["driver"])}
+
+
+def print_pose_following(results: dict) -> None:
+    print("\nPose following, cross-person: distance (px, 64-px frames) between the landmarks the synthetic judge reads "
+          "from each output and the driver's exact landmarks; the judge's own error on the drivers' real frames "
+          f"is {results['judge_pose_error_on_real_frames']:.2f} px:\n")
+    print("| augment_pose | outputs | landmark error px |")
+    print("|---|---|---:|")
+    for setting, result in results["settings"].items():
+        for method, value in result["pose_following"].items():
+            print(f"| {setting} | {method} | {value:.2f} |")
 
 
 def print_tables(results: dict, args: argparse.Namespace) -> None:
@@ -271,6 +312,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/lpd_learning", help="work folder (shards, logs, checkpoints, PNGs)")
     parser.add_argument("--meta-steps", type=int, default=300, help="meta-learning budget in generator steps")
+    parser.add_argument("--meta-minutes", type=float, default=0.0,
+                        help="meta-learning budget in minutes per setting (instead of --meta-steps)")
     parser.add_argument("--finetune-steps", type=int, default=100, help="fine-tuning generator steps per person")
     parser.add_argument("--people", type=int, default=4, help="held-out people")
     parser.add_argument("--identities", type=int, default=32, help="meta-training people (2 clips each)")
@@ -283,6 +326,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint-on", help="reuse this meta checkpoint (augment_pose on) instead of meta-learning")
     parser.add_argument("--checkpoint-off", help="reuse this meta checkpoint (augment_pose off)")
+    parser.add_argument("--export", help="also write the meta-learned model (augment_pose on) as a small checkpoint "
+                                         "here: encoders, generator and D, no VGG, no optimizer state")
     parser.add_argument("overrides", nargs="*", help="extra meta-learning `talkinghead fit` arguments after --")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -296,9 +341,12 @@ def main() -> None:
 
     # Real frames' descriptors once: the source/driver centres and the reference rows of the leakage table.
     start = time.perf_counter()
-    features: dict[str, IdentityFeatures] = {"dlib": Descriptors(data), "colour": ColourHistograms(data)}
+    judge = Judge()
+    features: dict[str, IdentityFeatures] = {"judge": JudgeEmbeddings(data, judge), "dlib": Descriptors(data)}
     results: dict = {"features": {kind: embed.name for kind, embed in features.items()}, "real_spread": {},
-                     "real_frames": {}, "settings": {}}
+                     "real_frames": {}, "settings": {}, "judge_figures": judge.figures,
+                     "judge_pose_error_on_real_frames": sum(judge.pose_error(held, landmarks)
+                                                            for _, held, landmarks in data.values()) / len(data)}
     for kind, embed in features.items():
         same = torch.cat([distances(embed.real[a], embed.centres[a]) for a in names])
         other = torch.cat([distances(embed.real[b], embed.centres[a]) for a, b in itertools.permutations(names, 2)])
@@ -315,7 +363,7 @@ def main() -> None:
             meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=True)["global_step"] // 2
         else:
             meta_ckpt, meta_steps, meta_seconds = meta_learn(args, out, train, setting)
-        result = evaluate_setting(args, out, setting, meta_ckpt, people, data, features)
+        result = evaluate_setting(args, out, setting, meta_ckpt, people, data, features, judge)
         result.update(meta_steps=meta_steps, meta_seconds=meta_seconds, checkpoint=str(meta_ckpt),
                       mean_reconstruction={method: mean_of([r[method] for r in result["reconstruction"].values()])
                                            for method in next(iter(result["reconstruction"].values()))})
@@ -335,6 +383,7 @@ def main() -> None:
           f"{args.frames} frames; {args.people} held-out people, T={args.shots}, {args.held_out} held-out frames "
           f"each; {torch.get_num_threads()} threads; total wall time {total / 60:.1f} min")
     print_tables(results, args)
+    print_pose_following(results)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print("\ngrids (driver frame | source's first frame | feed-forward | fine-tuned): "
           + ", ".join(str(out / f"grid_aug_{setting}.png") for setting in SETTINGS))
