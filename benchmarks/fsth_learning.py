@@ -21,8 +21,8 @@ averaged over people) and writes a PNG per T (held-out frame | copy | feed-forwa
     python benchmarks/fsth_learning.py --meta-minutes 30 --export talkinghead/assets/fsth_tiny_meta.ckpt  # ship it
 
 ``--export`` writes the meta-learned model as a small checkpoint (embedder, generator and the meta-learned
-discriminator that fine-tuning starts from; no VGG, no optimizer state), loadable by ``talkinghead evaluate
---checkpoint`` and as ``init_from`` of tiny_finetune.yaml.
+discriminator that fine-tuning starts from; no VGG, no optimizer state), loadable by ``load_from_checkpoint``
+and as ``init_from`` of tiny_finetune.yaml.
 
 Options --finetune-lr and --finetune-override change the fine-tuning stage (e.g. --finetune-override
 --model.init_args.loss_weights.adversarial=0).

@@ -25,7 +25,7 @@ and a PNG per setting (driver frame | source's first frame | feed-forward | fine
     python benchmarks/lpd_learning.py --checkpoint-on /tmp/lpd_learning/meta_aug_on.ckpt \\
         --checkpoint-off /tmp/lpd_learning/meta_aug_off.ckpt                          # reuse meta-learned models
     python benchmarks/lpd_learning.py --meta-steps 600 -- --model.init_args.loss_weights.l1=0   # meta overrides
-    python benchmarks/lpd_learning.py --meta-minutes 12 --export talkinghead/assets/lpd_tiny_meta.ckpt  # ship it
+    python benchmarks/lpd_learning.py --meta-minutes 10 --export talkinghead/assets/lpd_tiny_meta.ckpt  # ship it
 """
 
 from __future__ import annotations

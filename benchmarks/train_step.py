@@ -3,6 +3,7 @@ batches held in memory, so data loading is not timed::
 
     python benchmarks/train_step.py --model osfv --size 64 --batch 16 --steps 10          # the tiny config
     python benchmarks/train_step.py --model osfv --size 64 --batch 16 --compare           # vs the old step, one run
+    python benchmarks/train_step.py --model fsth --size 64 --batch 4 --compare            # FSTH vs before issue 16
     python benchmarks/train_step.py --model osfv --size 256 --batch 4 --steps 1 --warmup 0 \\
         --config lightning_configs/osfv/vox256.yaml                                        # paper scale
     python benchmarks/train_step.py --model osfv --size 256 --batch 4 --device cuda --precision bf16-mixed \\
@@ -17,7 +18,9 @@ samples/s and peak memory: the process's peak RSS on the CPU (building the modul
 ``--compare`` also times the step as it was before issue 13 on a copy of the same module (``Reference``): the
 discriminator judges the real frames in the generator step and again in the discriminator step, the generator
 step's graph runs through D's weights, the motion estimator's keypoint heatmaps keep their subnormal tails, and the
-weights keep PyTorch's default layout. The two alternate in ``--rounds`` rounds, so machine load hits both alike.
+weights keep PyTorch's default layout. For FSTH (``--model fsth``, random frames with face-like landmarks) the
+reference is the step before issue 16: no D(real) pass shared by feature matching and the first D step, and the
+driving sketch drawn per pass. The two alternate in ``--rounds`` rounds, so machine load hits both alike.
 ``--profile`` adds torch.profiler's most expensive operators over the last round's timed steps.
 """
 
@@ -42,7 +45,8 @@ import talkinghead.flows
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.lightning.adversarial import detach_outputs
 
-CONFIGS = {"osfv": ("osfv", "tiny.yaml")}
+CONFIGS = {"osfv": ("osfv", "tiny.yaml"), "fsth": ("fsth", "tiny_meta.yaml")}
+NUM_VIDEOS = 64  # FSTH: columns of the projection discriminator's W for the in-memory batches
 # The Trainer the config names is replaced by a one-device one here; these keep a paper (GPU, DDP, wandb) config
 # instantiable on any machine.
 NEUTRAL_TRAINER = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
@@ -90,6 +94,48 @@ class Reference:
             yield
         finally:
             talkinghead.flows.keypoint_heatmaps = current
+
+
+class FewShotReference:
+    """FSTH's step before issue 16: the loss hooks judge the real frames themselves (D runs on them in the
+    generator step's feature matching and again in the first D step) and the driving sketch is drawn per pass."""
+
+    @classmethod
+    def of(cls, module: L.LightningModule) -> L.LightningModule:
+        from talkinghead.sketch import draw_sketch
+
+        reference = copy.deepcopy(module)
+        reference.judge_real = lambda batch: None
+        reference.driving_sketch = lambda batch: draw_sketch(batch["driving_landmarks"], batch["driving"].shape[-1])
+        return reference
+
+    @staticmethod
+    @contextmanager
+    def heatmaps() -> Iterator[None]:
+        yield
+
+
+class InMemoryData(L.LightningDataModule):
+    """The batches as a datamodule (FSTH sizes W from ``num_videos`` and checks ``image_size`` at setup)."""
+
+    def __init__(self, loader: list[dict[str, Tensor]], image_size: int, num_videos: int) -> None:
+        super().__init__()
+        self.loader, self.image_size, self.num_videos = loader, image_size, num_videos
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.loader, batch_size=None)
+
+
+def few_shot_batch(size: int, batch: int, generator: torch.Generator, k: int = 4) -> dict[str, Tensor]:
+    """K = 4 reference frames and a target per item with their landmarks (random frames, landmarks of a face-like
+    68-point layout jittered per frame) and a video index."""
+    from talkinghead.datamodules.synthetic_heads import synthetic_clip
+
+    landmarks = synthetic_clip(0, 0, 0, 1, size).landmarks[0]
+    jitter = lambda *shape: landmarks + torch.randn(*shape, 68, 2, generator=generator)  # noqa: E731
+    return {"references": torch.rand(batch, k, 3, size, size, generator=generator),
+            "references_landmarks": jitter(batch, k), "driving": torch.rand(batch, 3, size, size, generator=generator),
+            "driving_landmarks": jitter(batch), "video_index": torch.randint(NUM_VIDEOS, (batch,), generator=generator)}
 
 
 def random_batch(size: int, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
@@ -156,12 +202,15 @@ def time_steps(module: L.LightningModule, batches: list[dict[str, Tensor]], step
     """Per-step seconds of ``steps`` timed steps after ``warmup``, and the peak GPU memory in GiB (None on CPU)."""
     timer = StepTimer(warmup, profiler)
     loader = [batches[i % len(batches)] for i in range(warmup + steps)]
+    optimizer_steps = (1 + module.discriminator_steps) * len(loader)  # global_step counts G and D steps
     trainer = L.Trainer(accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1,
-                        precision=args.precision, max_steps=2 * len(loader), max_epochs=1, logger=False,
+                        precision=args.precision, max_steps=optimizer_steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
-    # Two optimizers: global_step counts G and D steps, 2 per batch.
-    trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(loader, batch_size=None))
+    if args.model == "fsth":
+        trainer.fit(module, datamodule=InMemoryData(loader, args.size, NUM_VIDEOS))
+    else:
+        trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(loader, batch_size=None))
     peak = torch.cuda.max_memory_allocated(timer.device) / 2**30 if timer.device.type == "cuda" else None
     return timer.times, peak
 
@@ -195,12 +244,13 @@ def main() -> None:
                                f"--data.init_args.image_size={args.size}", f"--seed_everything={args.seed}",
                                *NEUTRAL_TRAINER, *args.overrides], run=False)
     generator = torch.Generator().manual_seed(args.seed)
-    make = random_batch if args.data == "random" else head_batch
+    make = few_shot_batch if args.model == "fsth" else random_batch if args.data == "random" else head_batch
     batches = [make(args.size, args.batch, generator) for _ in range(args.batches)]
 
     formulations = {"current": (cli.model, nullcontext)}
     if args.compare:
-        formulations["reference"] = (Reference.of(cli.model), Reference.heatmaps)
+        reference = FewShotReference if args.model == "fsth" else Reference
+        formulations["reference"] = (reference.of(cli.model), reference.heatmaps)
     rounds = args.rounds if args.compare else 1
     per_round = [args.steps // rounds + (i < args.steps % rounds) for i in range(rounds)]
     times: dict[str, list[float]] = {name: [] for name in formulations}

@@ -12,12 +12,13 @@ load_from_checkpoint``; `make demo` shows it. Remade by::
 
 ``fsth_tiny_meta.ckpt`` and ``lpd_tiny_meta.ckpt``: tiny FSTH and LPD meta-learned on synthetic people
 (lightning_configs/fsth/tiny_meta.yaml, lightning_configs/lpd/tiny_meta.yaml), small checkpoints with the
-discriminator that fine-tuning starts from (no VGG, no optimizer state). They load with ``talkinghead evaluate
---checkpoint`` and as ``--model.init_args.init_from`` of the tiny_finetune.yaml configs. Remade by::
+discriminator that fine-tuning starts from (no VGG, no optimizer state). They load with ``load_from_checkpoint``
+(and ``talkinghead.evaluation.load_model``) and as ``--model.init_args.init_from`` of the tiny_finetune.yaml
+configs (``talkinghead evaluate`` scores one-shot models only). Remade by::
 
     python benchmarks/fsth_learning.py --meta-minutes 25 --finetune-steps 150 --out /tmp/fsth_learning \
         --export talkinghead/assets/fsth_tiny_meta.ckpt
-    python benchmarks/lpd_learning.py --meta-minutes 12 --out /tmp/lpd_learning \
+    python benchmarks/lpd_learning.py --meta-minutes 10 --finetune-steps 100 --out /tmp/lpd_learning \
         --export talkinghead/assets/lpd_tiny_meta.ckpt
 
 ``synthetic_judge.safetensors``: the identity / landmark judge for synthetic heads

@@ -105,7 +105,8 @@ class _FSTHStage(AdversarialModule):
 
     def judge_real(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """D(driving || sketch) once per batch: feature matching reads its features (detached; they do not depend
-        on the projection column) and the first D step its logits, instead of two more D passes per batch."""
+        on the projection column) and the first D step its logits, instead of a pass in each (5 D passes per
+        batch, not 6)."""
         return self.judge(batch["driving"], self.driving_sketch(batch), batch)
 
     def generator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],

@@ -83,7 +83,8 @@ def test_video_columns_start_from_the_first_embedding_and_the_embedder_stays_ali
     terms = model.generator_losses(batch, outputs)
     index = batch["video_index"]
     discriminator = model.projection_discriminator
-    assert discriminator.video_columns_set[index].all() and discriminator.video_columns_set.sum() == len(set(index.tolist()))
+    assert discriminator.video_columns_set[index].all()
+    assert discriminator.video_columns_set.sum() == len(set(index.tolist()))
     torch.testing.assert_close(terms["embedding_match"], torch.zeros(()))
     torch.testing.assert_close(discriminator.video_embeddings.weight[index[0]], outputs["embedding"][0].detach())
     with pytest.raises(ValueError, match="video_columns_init must be one of embedding, random"):
@@ -97,7 +98,7 @@ def test_one_real_discriminator_pass_per_batch(tmp_path, synthetic_shards, monke
     cli.model.projection_discriminator.register_forward_hook(lambda *_: calls.append(1))
     monkeypatch.setattr(fsth, "draw_sketch", lambda *a, **k: sketches.append(1) or draw_sketch(*a, **k))
     cli.trainer.fit(cli.model, cli.datamodule)
-    # real once + fake in the G step + fake in D step 1 + real and fake in D step 2 = 5 (was 7)
+    # real once + fake in the G step + fake in D step 1 + real and fake in D step 2 = 5 (was 6: real again in D step 1)
     assert len(calls) == 5
     assert len(sketches) == 2  # the driving sketch once; the references' sketches once
 
