@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 from talkinghead.metrics import PSNR, SSIM
 
-__all__ = ["config_path", "write_data", "scores", "Judge"]
+__all__ = ["config_path", "write_data", "scores", "export_meta", "Judge"]
 
 
 def config_path(model: str, name: str) -> Path:
@@ -48,6 +48,17 @@ def scores(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     ssim.update(prediction, target)
     return {"PSNR": psnr.compute().item(), "SSIM": ssim.compute().item(),
             "L1": F.l1_loss(prediction, target).item()}
+
+
+def export_meta(cli, path: str) -> None:
+    """Writes a meta-learning run's module as the small checkpoint the assets ship: its inference networks and the
+    meta-learned discriminator that fine-tuning starts from (no VGG, no optimizer state)."""
+    from talkinghead.lightning.slim import write_inference_checkpoint
+
+    written = write_inference_checkpoint(cli.model, path, cli.trainer.global_step,
+                                         {"image_size": cli.datamodule.image_size}, keep=("projection_discriminator",))
+    print(f"meta-learned checkpoint for fine-tuning and evaluation: {written} "
+          f"({written.stat().st_size / 2**20:.1f} MiB)", flush=True)
 
 
 class Judge:

@@ -37,14 +37,13 @@ from pathlib import Path
 
 import torch
 
-from few_shot_common import Judge, config_path, scores, write_data
+from few_shot_common import Judge, config_path, export_meta, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.datamodules.talking_heads import PersonDataModule
 from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.fsth import FSTHModule
-from talkinghead.lightning.slim import write_inference_checkpoint
 
 SHOTS = (1, 8)
 
@@ -76,11 +75,7 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, 
     checkpoint = out / "meta.ckpt"
     cli.trainer.save_checkpoint(checkpoint)
     if args.export:
-        written = write_inference_checkpoint(cli.model, args.export, cli.trainer.global_step,
-                                             {"image_size": cli.datamodule.image_size},
-                                             keep=("projection_discriminator",))
-        print(f"meta-learned checkpoint for fine-tuning and evaluation: {written} "
-              f"({written.stat().st_size / 2**20:.1f} MiB)")
+        export_meta(cli, args.export)
     global_step = cli.trainer.global_step
     batches = cli.trainer.fit_loop.total_batch_idx + 1
     print(f"meta-learning: global_step {global_step}, batches {batches} "

@@ -41,14 +41,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from few_shot_common import Judge, config_path, scores, write_data
+from few_shot_common import Judge, config_path, export_meta, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.datamodules.talking_heads import PersonDataModule
 from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.lpd import LPDFineTuneModule, LPDModule
-from talkinghead.lightning.slim import write_inference_checkpoint
 
 SETTINGS = {"on": True, "off": False}  # augment_pose of both stages
 STEPS_PER_BATCH = 2  # global_step counts a G step and a D step per batch
@@ -83,11 +82,7 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -
     checkpoint = out / f"meta_aug_{setting}.ckpt"
     cli.trainer.save_checkpoint(checkpoint)
     if args.export and SETTINGS[setting]:  # the paper's setting (pose augmentation on) is the one shipped
-        written = write_inference_checkpoint(cli.model, args.export, cli.trainer.global_step,
-                                             {"image_size": cli.datamodule.image_size},
-                                             keep=("projection_discriminator",))
-        print(f"meta-learned checkpoint for fine-tuning and evaluation: {written} "
-              f"({written.stat().st_size / 2**20:.1f} MiB)", flush=True)
+        export_meta(cli, args.export)
     global_step = cli.trainer.global_step
     batches = cli.trainer.fit_loop.total_batch_idx + 1
     print(f"meta-learning (augment_pose {setting}): global_step {global_step}, batches {batches} "
