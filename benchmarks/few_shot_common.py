@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 from talkinghead.metrics import PSNR, SSIM
 
-__all__ = ["config_path", "write_data", "scores", "export_meta", "Judge"]
+__all__ = ["config_path", "duration", "write_data", "scores", "export_meta", "Judge"]
 
 
 def config_path(model: str, name: str) -> Path:
@@ -24,6 +24,11 @@ def config_path(model: str, name: str) -> Path:
     if local.is_file():
         return local
     return Path(str(resources.files("talkinghead.lightning_configs") / model / name))
+
+
+def duration(seconds: int) -> str:
+    """A Trainer max_time ("DD:HH:MM:SS") of ``seconds``."""
+    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def write_data(args: argparse.Namespace, out: Path) -> tuple[Path, list[Path]]:
@@ -71,29 +76,32 @@ class Judge:
         self.judge, self.figures = load_judge()
 
     @torch.no_grad()
-    def embeddings(self, frames: torch.Tensor) -> torch.Tensor:
-        """(n, 3, s, s) in [0, 1] -> (n, d) unit identity embeddings."""
-        return torch.cat([self.judge(frames[i:i + 64].clamp(0, 1))["embedding"] for i in range(0, len(frames), 64)])
+    def read(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(n, 3, s, s) in [0, 1] -> {"embedding" (n, d) unit identity embeddings, "landmarks" (n, 68, 2) px}."""
+        outs = [self.judge(frames[i:i + 64].clamp(0, 1)) for i in range(0, len(frames), 64)]
+        return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
 
-    @torch.no_grad()
-    def landmarks(self, frames: torch.Tensor) -> torch.Tensor:
-        """(n, 3, s, s) -> (n, 68, 2) landmarks in pixels."""
-        return torch.cat([self.judge(frames[i:i + 64].clamp(0, 1))["landmarks"] for i in range(0, len(frames), 64)])
+    def embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.read(frames)["embedding"]
 
     def centroid(self, frames: torch.Tensor) -> torch.Tensor:
         """A person's identity: the normalised mean embedding of their real frames, (d,)."""
         return F.normalize(self.embeddings(frames).mean(0), dim=0)
 
-    def identity(self, outputs: torch.Tensor, person: str, centroids: dict[str, torch.Tensor]) -> dict[str, float]:
-        """How much ``outputs`` look like ``person``: mean cosine to their centroid, mean cosine to the other
-        people's centroids, and the share of outputs whose nearest centroid is theirs (chance = 1 / people)."""
+    def identity_and_pose(self, outputs: torch.Tensor, person: str, centroids: dict[str, torch.Tensor],
+                          landmarks: torch.Tensor) -> dict[str, float]:
+        """How much ``outputs`` look like ``person`` (mean cosine to their centroid, mean cosine to the other
+        people's centroids, the share of outputs whose nearest centroid is theirs: chance = 1 / people) and how
+        well they follow ``landmarks`` (``pose_px``: see :meth:`pose_error`), from one pass of the judge."""
+        read = self.read(outputs)
         names = list(centroids)
-        similarity = self.embeddings(outputs) @ torch.stack([centroids[n] for n in names]).t()  # (n, people)
+        similarity = read["embedding"] @ torch.stack([centroids[n] for n in names]).t()  # (n, people)
         own = names.index(person)
         others = [i for i in range(len(names)) if i != own]
         return {"cos_own": similarity[:, own].mean().item(), "cos_others": similarity[:, others].mean().item(),
-                "identified": (similarity.argmax(1) == own).float().mean().item()}
+                "identified": (similarity.argmax(1) == own).float().mean().item(),
+                "pose_px": (read["landmarks"] - landmarks).norm(dim=-1).mean().item()}
 
     def pose_error(self, outputs: torch.Tensor, landmarks: torch.Tensor) -> float:
         """Mean distance (pixels) between the landmarks the judge reads from ``outputs`` and ``landmarks``."""
-        return (self.landmarks(outputs) - landmarks).norm(dim=-1).mean().item()
+        return (self.read(outputs)["landmarks"] - landmarks).norm(dim=-1).mean().item()

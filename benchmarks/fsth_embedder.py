@@ -81,11 +81,8 @@ def separation(module: FSTHModule, people: list[Path], k: int) -> tuple[float, f
         data.setup("fit")
         person = data.person_frames()
         frames, landmarks = person["references"], person["references_landmarks"]
-        embed = module.networks["embedder"]
-        from talkinghead.sketch import draw_sketch
-
-        sketches = draw_sketch(landmarks, frames.shape[-1])
-        pairs.append((embed(frames[:, :k], sketches[:, :k])[0], embed(frames[:, k:], sketches[:, k:])[0]))
+        pairs.append(tuple(module.video_embedding(module.networks, frames[:, part], landmarks[:, part])[0]
+                           for part in (slice(None, k), slice(k, None))))
     same = torch.stack([(a - b).norm() for a, b in pairs]).mean().item()
     different = torch.stack([(p[0] - q[0]).norm() for p, q in itertools.combinations(pairs, 2)]).mean().item()
     return different, same

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from few_shot_common import Judge, config_path, export_meta, scores, write_data
+from few_shot_common import Judge, config_path, duration, export_meta, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
@@ -46,10 +46,6 @@ from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.fsth import FSTHModule
 
 SHOTS = (1, 8)
-
-
-def duration(seconds: int) -> str:
-    return f"00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, int, float]:
@@ -200,8 +196,7 @@ def main() -> None:
                                        ("feed-forward (meta only)", feed_forward),
                                        (f"fine-tuned ({steps} G steps)", fine_tuned)):
                 judged.setdefault((shots, method), []).append(
-                    {**judge.identity(prediction, folder.name, centroids),
-                     "pose_px": judge.pose_error(prediction, held["driving_landmarks"])})
+                    judge.identity_and_pose(prediction, folder.name, centroids, held["driving_landmarks"]))
                 if prediction is not target:
                     rows.setdefault((shots, method), []).append(scores(prediction, target))
             print(f"T={shots} {folder.name}: " + ", ".join(

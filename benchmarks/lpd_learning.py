@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from few_shot_common import Judge, config_path, export_meta, scores, write_data
+from few_shot_common import Judge, config_path, duration, export_meta, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
@@ -57,9 +57,7 @@ EMBED_SIZE = 320  # MTCNN finds more of the 64-px synthetic faces at 320 px bicu
 def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -> tuple[Path, int, float]:
     """Runs the meta-learning fit with augment_pose on or off; returns (checkpoint, generator steps, seconds)."""
     if args.meta_minutes:
-        seconds = int(args.meta_minutes * 60)
-        budget = [f"--trainer.max_time=00:{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}",
-                  "--trainer.max_steps=-1"]
+        budget = [f"--trainer.max_time={duration(int(args.meta_minutes * 60))}", "--trainer.max_steps=-1"]
     else:
         budget = [f"--trainer.max_steps={STEPS_PER_BATCH * args.meta_steps}"]
     cli = TalkingHeadCLI(

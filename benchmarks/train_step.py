@@ -19,8 +19,8 @@ samples/s and peak memory: the process's peak RSS on the CPU (building the modul
 discriminator judges the real frames in the generator step and again in the discriminator step, the generator
 step's graph runs through D's weights, the motion estimator's keypoint heatmaps keep their subnormal tails, and the
 weights keep PyTorch's default layout. For FSTH (``--model fsth``, random frames with face-like landmarks) the
-reference is the step before issue 16: no D(real) pass shared by feature matching and the first D step, and the
-driving sketch drawn per pass. The two alternate in ``--rounds`` rounds, so machine load hits both alike.
+reference is the step before issue 16: no D(real) pass shared by feature matching and the first D step. The two
+alternate in ``--rounds`` rounds, so machine load hits both alike.
 ``--profile`` adds torch.profiler's most expensive operators over the last round's timed steps.
 """
 
@@ -98,21 +98,15 @@ class Reference:
 
 class FewShotReference:
     """FSTH's step before issue 16: the loss hooks judge the real frames themselves (D runs on them in the
-    generator step's feature matching and again in the first D step) and the driving sketch is drawn per pass."""
+    generator step's feature matching and again in the first D step)."""
+
+    heatmaps = staticmethod(nullcontext)  # nothing to swap
 
     @classmethod
     def of(cls, module: L.LightningModule) -> L.LightningModule:
-        from talkinghead.sketch import draw_sketch
-
         reference = copy.deepcopy(module)
         reference.judge_real = lambda batch: None
-        reference.driving_sketch = lambda batch: draw_sketch(batch["driving_landmarks"], batch["driving"].shape[-1])
         return reference
-
-    @staticmethod
-    @contextmanager
-    def heatmaps() -> Iterator[None]:
-        yield
 
 
 class InMemoryData(L.LightningDataModule):
