@@ -560,15 +560,31 @@ class PersonFrames(Dataset):
         }
 
 
+def _spread(indices: Sequence[int], count: int) -> list[int]:
+    """``count`` of ``indices`` spread evenly from the first to the last (all of them when there are fewer)."""
+    indices = list(indices)
+    if not indices or count < 1:
+        return []
+    return [indices[i] for i in sorted(set(np.linspace(0, len(indices) - 1, count).round().astype(int).tolist()))]
+
+
 class PersonDataModule(ShardDataModule):
     """The T frames of one person, for the fine-tuning stages (FSTH, LPD), and held-out frames for validation.
 
     Args:
         identity: the person's id in the shards' metadata; None takes the first identity found.
         num_frames: T, the shot count: frames spread evenly over all of the person's clips.
-        **kwargs: see :class:`ShardDataModule`; ``val_shards`` is not used: validation takes up to
-            ``val_samples`` of the person's frames that are not among the T (driving), with the first of the T
-            as source.
+        held_out_frames: 0 (default): validation takes up to ``val_samples`` of the person's frames that are not
+            among the T. N > 0: N frames spread evenly over all of the person's frames are held out FIRST and the T
+            are spread over the rest, so runs with different T validate on the same frames (the paper's protocol,
+            ``talkinghead evaluate --mode few-shot``); the person then needs T + N frames.
+        **kwargs: see :class:`ShardDataModule`; ``val_shards`` is not used: validation drives the model with the
+            held-out frames (driving), with the first of the T as source. ``flip_probability`` defaults to 0 here:
+            mirrored, the person is someone else (hair parting, light from the other side) with a sketch that looks
+            like an ordinary mirrored pose, so a fine-tuned generator, whose person is one fixed embedding, is asked
+            for two appearances per pose and learns their blur. Measured on tiny FSTH fine-tuned to 8 frames of a
+            held-out synthetic person: with flips 21.2 dB on its own training frames after 75-225 G steps, without
+            27.6 dB (README, FSTH).
 
     ``person_frames()`` returns the T frames as one batch with a ``references`` role (1, T, ...), which is what a
     fine-tuning stage initialises its person embedding from.
@@ -583,12 +599,16 @@ class PersonDataModule(ShardDataModule):
         driving_frames: at most this many frames of the clip; None for all.
     """
 
-    def __init__(self, *args: Any, identity: str | None = None, num_frames: int = 8, driving: str | None = None,
-                 driving_clip: str | None = None, driving_frames: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, identity: str | None = None, num_frames: int = 8, held_out_frames: int = 0,
+                 driving: str | None = None, driving_clip: str | None = None, driving_frames: int | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("flip_probability", 0.0)
         super().__init__(*args, **kwargs)
         if num_frames < 1:
             raise ValueError(f"num_frames must be at least 1, got {num_frames}")
-        self.identity, self.num_frames = identity, num_frames
+        if held_out_frames < 0:
+            raise ValueError(f"held_out_frames must be 0 or more, got {held_out_frames}")
+        self.identity, self.num_frames, self.held_out_frames = identity, num_frames, held_out_frames
         self.driving, self.driving_clip, self.driving_frames = driving, driving_clip, driving_frames
         self.train_frames: Frames | None = None
         self.held_out: Frames | None = None
@@ -608,15 +628,19 @@ class PersonDataModule(ShardDataModule):
                 "set --data.init_args.identity to one of them"
             )
         frames = [(entry, i) for entry in person for i in range(entry.num_frames)]
-        if len(frames) < self.num_frames:
-            raise ShardError(
-                f"identity {self.identity!r} has {len(frames)} frames, fewer than num_frames={self.num_frames}"
-            )
-        chosen = sorted(set(np.linspace(0, len(frames) - 1, self.num_frames).round().astype(int).tolist()))
-        rest = [i for i in range(len(frames)) if i not in set(chosen)]
-        if rest:
-            rest = [rest[i] for i in sorted(set(np.linspace(0, len(rest) - 1, self.val_samples).round().astype(int)))]
+        needed = self.num_frames + self.held_out_frames
+        if len(frames) < needed:
+            wanted = f"num_frames={self.num_frames}" + (
+                f" + held_out_frames={self.held_out_frames}" if self.held_out_frames else "")
+            raise ShardError(f"identity {self.identity!r} has {len(frames)} frames, fewer than {wanted}: choose "
+                             "fewer frames or a person with more")
+        if self.held_out_frames:
+            rest = _spread(range(len(frames)), self.held_out_frames)
+            chosen = _spread([i for i in range(len(frames)) if i not in set(rest)], self.num_frames)
         else:
+            chosen = _spread(range(len(frames)), self.num_frames)
+            rest = _spread([i for i in range(len(frames)) if i not in set(chosen)], self.val_samples)
+        if not rest:
             log.warning("identity %r has no frames beyond the %d chosen: validation reuses them", self.identity,
                         self.num_frames)
         self.train_frames = self._load([frames[i] for i in chosen])

@@ -126,6 +126,28 @@ def test_person_mode_by_identity_and_errors(random_shards):
         PersonDataModule(shards=str(random_shards), identity="person-1", num_frames=21).setup("fit")
 
 
+def test_person_held_out_frames_are_the_same_for_every_t_and_never_among_them(random_shards):
+    """held_out_frames: the frames are held out before the T are chosen (the few-shot protocol scores every T on the
+    same frames); and a person is never mirrored by default (mirrored, it is another-looking person)."""
+    def person(num_frames):
+        data = PersonDataModule(shards=str(random_shards), image_size=SIZE, num_workers=0, identity="person-2",
+                                num_frames=num_frames, held_out_frames=4)
+        data.setup("fit")
+        return data.person_frames()["references"][0], torch.cat([b["driving"] for b in data.val_dataloader()])
+
+    assert PersonDataModule(shards=str(random_shards)).augment.flip_probability == 0.0
+    held = None
+    for num_frames in (1, 8, 16):  # person-2 has 2 clips x 10 frames = 20 frames
+        references, held_out = person(num_frames)
+        assert references.shape[0] == num_frames and held_out.shape[0] == 4
+        held = held_out if held is None else held
+        torch.testing.assert_close(held_out, held)
+        for frame in references:
+            assert not any(torch.equal(frame, h) for h in held_out)
+    with pytest.raises(ShardError, match=r"has 20 frames, fewer than num_frames=17 \+ held_out_frames=4"):
+        person(17)
+
+
 def test_corrupt_shard_in_the_stream_names_the_file(random_shards, tmp_path):
     for path in sorted(random_shards.glob("*.tar"))[:2]:
         shutil.copy(path, tmp_path)
