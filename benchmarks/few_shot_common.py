@@ -61,7 +61,9 @@ def export_meta(cli, path: str) -> None:
     from talkinghead.lightning.slim import write_inference_checkpoint
 
     written = write_inference_checkpoint(cli.model, path, cli.trainer.global_step,
-                                         {"image_size": cli.datamodule.image_size}, keep=("projection_discriminator",))
+                                         {"image_size": cli.datamodule.image_size,
+                                          "remove_background": cli.datamodule.remove_background},
+                                         keep=("projection_discriminator",))
     print(f"meta-learned checkpoint for fine-tuning and evaluation: {written} "
           f"({written.stat().st_size / 2**20:.1f} MiB)", flush=True)
 

@@ -50,12 +50,12 @@ from talkinghead.networks.protocols import Animates
 from talkinghead.safe_load import safe_torch_load
 
 __all__ = ["COLUMNS", "MODES", "FREE_VIEW_YAWS", "Row", "load_model", "evaluate", "checkpoint_image_size",
-           "find_checkpoint_image_size"]
+           "find_checkpoint_image_size", "checkpoint_data_setting"]
 
 Value = float | str
 Row = tuple[str, dict[str, Value]]
 
-MODES = ("same-identity", "cross-identity", "free-view")
+MODES = ("same-identity", "cross-identity", "free-view", "few-shot")  # few-shot: talkinghead.few_shot_evaluation
 # The paper-style table's columns, in order; evaluate() may add extra ones after them (ms_ssim_3scale, drift, ...).
 COLUMNS = ("L1", "PSNR", "SSIM", "MS-SSIM", "FID", "LPIPS", "AKD", "AED", "CSIM", "pose error")
 FREE_VIEW_YAWS = (-20.0, -10.0, 10.0, 20.0)  # requested yaw offsets in degrees
@@ -127,6 +127,15 @@ def find_checkpoint_image_size(checkpoint: str | os.PathLike, default: int = 256
     return default, f"guessed: the default {default} (the checkpoint does not record its training image size)"
 
 
+def checkpoint_data_setting(checkpoint: str | os.PathLike, name: str, default: Any = None) -> Any:
+    """A data hyper-parameter the checkpoint records (``datamodule_hyper_parameters[name]``), else ``default``."""
+    try:
+        state = safe_torch_load(Path(checkpoint), "checkpoint")
+        return (state.get("datamodule_hyper_parameters") or {}).get(name, default)
+    except Exception:  # noqa: BLE001 - a best-effort default only; load_model reports unreadable files
+        return default
+
+
 def _value(tensor: Tensor | float) -> float:
     return float(tensor)
 
@@ -168,12 +177,13 @@ class _FaceTools:
             return self.pose_network(images.to(self.device))[:, :3].float().cpu()
 
 
-def _pairs(shards: str | Sequence[str], num_pairs: int, image_size: int) -> list[dict[str, Any]]:
+def _pairs(shards: str | Sequence[str], num_pairs: int, image_size: int,
+           remove_background: bool = False) -> list[dict[str, Any]]:
     """The first num_pairs fixed (source, driving) validation items of the shards, unaugmented."""
     from talkinghead.datamodules.talking_heads import PairsDataModule
 
     data = PairsDataModule(shards, val_shards=shards, image_size=image_size, val_samples=num_pairs, batch_size=8,
-                           num_workers=0, flip_probability=0.0)
+                           num_workers=0, flip_probability=0.0, remove_background=remove_background)
     data.setup("validate")
     return [data.val_items[i] for i in range(len(data.val_items))]
 
@@ -302,12 +312,16 @@ def evaluate(
     pose_checkpoint: str | None = None,
     facenet_weights: str | None = None,
     scope: dict[str, int] | None = None,
+    remove_background: bool = False,
 ) -> list[Row]:
     """Scores a model and the copy-source baseline on the first num_pairs clips of the shards.
 
     Args:
         model: an :class:`~talkinghead.networks.protocols.Animates` (``reconstruct(source, driving)`` and
-            ``animate(source, frames, relative, yaw, ...)``): OSFV's module or OSFVModel.
+            ``animate(source, frames, relative, yaw, ...)``): OSFV's module or OSFVModel; or, in same- and
+            cross-identity, a meta-learned FSTH / LPD module, given the source as its one reference frame (the
+            feed-forward result at T = 1; the few-shot protocol itself is
+            :func:`talkinghead.few_shot_evaluation.evaluate_few_shot`).
         shards: evaluation shards (folder, glob, list, ...).
         mode: one of :data:`MODES`.
         num_pairs: clips used (one pair, or one source, per clip).
@@ -321,19 +335,31 @@ def evaluate(
             face descriptor, which works offline.
         scope: a dict to fill with what was scored: clips, people, and pairs (same-/cross-identity) or sources
             and views (free view).
+        remove_background: black out the frames' background where the shards store masks (as a model trained on
+            such frames saw them).
 
     Returns:
         [("model", {column: value}), ("copy source frame", {...})], values floats or "n/a (reason)" strings.
     """
+    from talkinghead.few_shot_evaluation import few_shot_kind, reconstruct_pairs
+
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(model, Animates):
+    if mode == "few-shot":
+        raise ValueError("the few-shot protocol fine-tunes from the checkpoint file: call "
+                         "talkinghead.few_shot_evaluation.evaluate_few_shot")
+    few_shot = few_shot_kind(model)
+    if not isinstance(model, Animates) and few_shot is None:
         raise ValueError(f"evaluate scores one-shot models (reconstruct and animate from one source image, e.g. "
-                         f"OSFV); {type(model).__name__} is not one")
+                         f"OSFV) and meta-learned FSTH / LPD ones; {type(model).__name__} is neither")
+    if few_shot is not None and mode == "free-view":
+        raise ValueError(f"free view turns the head of a 3D one-shot model (OSFV); {few_shot.upper()} draws the pose "
+                         "of a driving frame and has no free view: use --mode same-identity, cross-identity or "
+                         "few-shot")
     availability = metric_availability(fid_weights=fid_weights, lpips_weights=lpips_weights)
     tools = (_FaceTools(device, image_size, pose_checkpoint, facenet_weights)
              if face_metrics and availability["akd"] is None else None)
-    items = _pairs(shards, num_pairs, image_size)
+    items = _pairs(shards, num_pairs, image_size, remove_background)
     if not items:
         raise ValueError(f"no clips in {shards!r}")
     model = model.to(device)
@@ -355,7 +381,9 @@ def evaluate(
     for chunk in _progress(list(_batches(pairs)), f"evaluate {mode}", "batch"):
         source = _stack([s for s, _ in chunk], "source")
         driving = _stack([d for _, d in chunk], "driving")
-        output = model.reconstruct(source.to(device), driving.to(device)).float().cpu().clamp(0, 1)
+        marks = (_stack([s for s, _ in chunk], "source_landmarks"), _stack([d for _, d in chunk], "driving_landmarks"))
+        output = reconstruct_pairs(model, source.to(device), driving.to(device), *(m.to(device) for m in marks))
+        output = output.float().cpu().clamp(0, 1)
         faces = {}
         if tools is not None:
             landmarks = _target_landmarks(tools, driving, _stack([d for _, d in chunk], "driving_landmarks"))

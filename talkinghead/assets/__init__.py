@@ -14,7 +14,7 @@ load_from_checkpoint``; `make demo` shows it. Remade by::
 (lightning_configs/fsth/tiny_meta.yaml, lightning_configs/lpd/tiny_meta.yaml), small checkpoints with the
 discriminator that fine-tuning starts from (no VGG, no optimizer state). They load with ``load_from_checkpoint``
 (and ``talkinghead.evaluation.load_model``) and as ``--model.init_args.init_from`` of the tiny_finetune.yaml
-configs (``talkinghead evaluate`` scores one-shot models only). Remade by::
+configs, and ``talkinghead evaluate --mode few-shot`` scores them. Remade by::
 
     python benchmarks/fsth_learning.py --meta-minutes 25 --finetune-steps 150 --out /tmp/fsth_learning \
         --export talkinghead/assets/fsth_tiny_meta.ckpt

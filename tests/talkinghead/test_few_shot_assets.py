@@ -32,7 +32,7 @@ def test_shipped_meta_checkpoint_is_small_and_starts_fine_tuning(kind, synthetic
     assert discriminator and state["hyper_parameters"]["num_videos"] > 0
     assert state["talkinghead_image_size"] == 64
 
-    meta = load_model(path)  # how `talkinghead evaluate` loads checkpoints (it scores one-shot models only)
+    meta = load_model(path)  # how `talkinghead evaluate` loads checkpoints
     assert isinstance(meta, meta_class) and not meta.training
 
     cli = TalkingHeadCLI(args=["--config", str(CONFIGS / kind / "tiny_finetune.yaml"),

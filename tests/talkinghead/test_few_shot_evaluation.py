@@ -1,0 +1,126 @@
+"""`talkinghead evaluate` of meta-learned FSTH / LPD checkpoints (the shipped tiny ones): the few-shot protocol
+(--mode few-shot) and same- / cross-identity reenactment."""
+
+import csv
+import subprocess
+import sys
+from importlib import resources
+
+import numpy as np
+import pytest
+import torch
+
+from talkinghead.datamodules.talking_heads import PersonDataModule
+from talkinghead.evaluation import BASELINE, evaluate, load_model
+from talkinghead.few_shot_evaluation import FewShotSettings, evaluate_few_shot
+from talkinghead.metrics import PSNR
+
+ASSETS = resources.files("talkinghead.assets")
+FSTH, LPD, OSFV = (str(ASSETS / name) for name in ("fsth_tiny_meta.ckpt", "lpd_tiny_meta.ckpt", "osfv_tiny.ckpt"))
+
+
+@pytest.fixture(scope="module")
+def people(tmp_path_factory):
+    """3 synthetic people x 1 clip x 8 frames at 64 px (the shipped checkpoints' size)."""
+    from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
+
+    out = tmp_path_factory.mktemp("few_shot_people")
+    write_synthetic_shards(out, identities=3, first_identity=400_000, clips_per_identity=1, frames=8, size=64,
+                           seed=2, clips_per_shard=2, progress=False)
+    return out
+
+
+def run_evaluate(*args):
+    return subprocess.run([sys.executable, "-m", "talkinghead", "evaluate", *map(str, args)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def person(shards, identity, shots, held_out):
+    data = PersonDataModule(shards=str(shards), identity=identity, num_frames=shots, held_out_frames=held_out,
+                            image_size=64, num_workers=0, remove_background=True)
+    data.setup("fit")
+    return data.person_frames()["references"][0], torch.cat([b["driving"] for b in data.val_dataloader()])
+
+
+def test_fsth_few_shot_protocol_through_the_cli(tmp_path, people):
+    out = tmp_path / "eval"
+    result = run_evaluate("--checkpoint", FSTH, "--data", people, "--mode", "few-shot", "--out", out, "--people", 2,
+                          "--shots", "1,2", "--held-out", 3, "--finetune-steps", 1, "--no-face-metrics")
+    assert result.returncode == 0, result.stderr[-4000:]
+    with open(out / "evaluation.csv") as stream:
+        rows = {row["row"]: row for row in csv.DictReader(stream)}
+    assert list(rows) == [f"T={t} {what}" for t in (1, 2)
+                          for what in ("fine-tuned", "feed-forward", "mean of T frames", "copy first frame")]
+    for row in rows.values():
+        assert 0 < float(row["PSNR"]) < 60 and 0 < float(row["L1"]) < 1
+        assert -1 <= float(row["judge cos"]) <= 1 and float(row["judge landmarks px"]) >= 0  # synthetic: judged
+    # Fine-tuning ran (one G step moves the generator away from the meta-learned one).
+    assert rows["T=1 fine-tuned"]["L1"] != rows["T=1 feed-forward"]["L1"]
+    assert rows["T=1 mean of T frames"]["PSNR"] == rows["T=1 copy first frame"]["PSNR"]  # one frame: the same
+    markdown = (out / "evaluation.md").read_text()
+    assert "**few-shot**" in markdown and "2 held-out people, 6 held-out frames" in markdown
+    assert "background removed" in markdown  # as the checkpoint's training data, which it records
+    assert "tiny_finetune.yaml" in markdown and "fine-tuned 1 G steps" in markdown
+    # The copy baseline, computed independently: the first of the T frames against the held-out frames, which
+    # are the same frames for every T.
+    psnr = PSNR()
+    for identity in ("synth-400000", "synth-400001"):
+        references, held = person(people, identity, 2, 3)
+        assert torch.equal(held, person(people, identity, 1, 3)[1])
+        psnr.update(references[:1].expand_as(held), held)
+    assert float(rows["T=2 copy first frame"]["PSNR"]) == pytest.approx(psnr.compute().item(), rel=1e-3)
+
+
+def test_lpd_feed_forward_rows_and_reenactment(people):
+    settings = FewShotSettings(shots=(2,), finetune_steps=0, held_out=3, people=2, remove_background=True)
+    rows = dict(evaluate_few_shot(load_model(LPD), LPD, str(people), settings, image_size=64, face_metrics=False))
+    assert list(rows) == ["T=2 feed-forward", "T=2 mean of T frames", "T=2 copy first frame"]  # no fine-tuning
+    references, held = person(people, "synth-400000", 2, 3)
+    mean = (references.mean(0, keepdim=True) - held).abs().mean().item()
+    other = person(people, "synth-400001", 2, 3)
+    mean = (mean + (other[0].mean(0, keepdim=True) - other[1]).abs().mean().item()) / 2
+    assert rows["T=2 mean of T frames"]["L1"] == pytest.approx(mean, rel=1e-3)
+
+    for path in (FSTH, LPD):  # same- and cross-identity: the source as the one reference frame (T = 1)
+        model = load_model(path)
+        for mode in ("same-identity", "cross-identity"):
+            scored = dict(evaluate(model, str(people), mode=mode, num_pairs=3, image_size=64, face_metrics=False,
+                                   remove_background=True))
+            assert set(scored) == {"model", BASELINE}
+            if mode == "same-identity":
+                assert 0 < scored["model"]["PSNR"] < 60
+        with pytest.raises(ValueError, match="no free view"):
+            evaluate(model, str(people), mode="free-view", num_pairs=2, image_size=64)
+
+
+def test_bad_few_shot_input_exits_2_in_one_line_and_writes_nothing(tmp_path, people):
+    out = tmp_path / "eval"
+    for args, message in (
+        (("--checkpoint", FSTH, "--shots", "1,8", "--held-out", 3), "fewer than num_frames=8 + held_out_frames=3"),
+        (("--checkpoint", OSFV), "evaluates meta-learned FSTH or LPD checkpoints"),
+        (("--checkpoint", FSTH, "--shots", "eight"), "--shots takes T values"),
+        (("--checkpoint", FSTH, "--finetune-config", tmp_path / "absent.yaml"), "--finetune-config not found"),
+    ):
+        result = run_evaluate(*args, "--data", people, "--mode", "few-shot", "--out", out, "--people", 2,
+                              "--finetune-steps", 0, "--no-face-metrics")
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert not out.exists()
+    result = run_evaluate("--checkpoint", FSTH, "--data", people, "--mode", "free-view", "--out", out)
+    assert result.returncode == 2 and "no free view" in result.stderr and not out.exists()
+
+
+def test_fsth_on_frames_without_landmarks_is_refused(tmp_path):
+    from talkinghead.datamodules.shard_format import Clip, ClipMeta, ShardWriter
+
+    rng = np.random.default_rng(0)
+    with ShardWriter(tmp_path / "shards", max_samples=2, codec="npy") as writer:
+        for i in range(2):
+            writer.write(Clip(frames=rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8),
+                              landmarks=np.full((6, 68, 2), np.nan, dtype=np.float32),
+                              meta=ClipMeta(identity=f"p{i}", video=f"v{i}", source="test", fps=25.0, size=64)),
+                         f"clip-{i}")
+    settings = FewShotSettings(shots=(1,), finetune_steps=1, held_out=2, people=1)
+    with pytest.raises(ValueError, match="FSTH draws from landmarks, and person 'p0' has frames without them"):
+        evaluate_few_shot(load_model(FSTH), FSTH, str(tmp_path / "shards"), settings, image_size=64,
+                          face_metrics=False)
