@@ -40,3 +40,17 @@ class ProbeModule(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+class VideoColumnsRecorder(L.Callback):
+    """Saves each rank's projection-discriminator video columns (W and which rows are set) at the end of fit, so a
+    test can check that every rank holds the same W (FSTH / LPD meta-learning under DDP)."""
+
+    def __init__(self, record_dir: str) -> None:
+        self.record_dir = record_dir
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        discriminator = module.projection_discriminator
+        torch.save({"W": discriminator.video_embeddings.weight.detach().cpu(),
+                    "set": discriminator.video_columns_set.cpu()},
+                   Path(self.record_dir) / f"columns-rank-{trainer.global_rank}.pt")

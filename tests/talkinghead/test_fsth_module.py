@@ -1,7 +1,11 @@
 """FSTH: meta-learning and fine-tuning through the real CLI, the fine-tuning initialisation, predict, and DDP."""
 
+import os
 import shutil
+import subprocess
+import sys
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import torch
@@ -221,12 +225,24 @@ def test_paper_scale_configs_instantiate(meta_run, synthetic_shards):
 
 
 @pytest.mark.slow
-def test_two_process_cpu_ddp_meta_learning_through_the_cli(tmp_path, synthetic_shards, run_talkinghead):
-    """`talkinghead fit` with strategy ddp on 2 CPU processes: both ranks size W alike and train in step."""
-    result = run_talkinghead("fit", "--config", TINY_META, f"--data.init_args.shards={synthetic_shards}",
-                             "--trainer.devices=2", "--trainer.strategy=ddp_find_unused_parameters_true",
-                             "--trainer.max_steps=6", f"--trainer.default_root_dir={tmp_path}", *QUIET)
+def test_two_process_cpu_ddp_meta_learning_through_the_cli(tmp_path, synthetic_shards):
+    """`talkinghead fit` with strategy ddp on 2 CPU processes: both ranks size W alike and train in step, and the
+    rows of W set from the embeddings (video_columns_init: embedding) are the same on both ranks (gathered before
+    they are written)."""
+    record = tmp_path / "record"
+    record.mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "talkinghead", "fit", "--config", TINY_META,
+         f"--data.init_args.shards={synthetic_shards}",
+         "--trainer.devices=2", "--trainer.strategy=ddp_find_unused_parameters_true", "--trainer.max_steps=6",
+         f"--trainer.default_root_dir={tmp_path}", "--trainer.callbacks+=probe_module.VideoColumnsRecorder",
+         f"--trainer.callbacks.record_dir={record}", *QUIET],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     assert result.returncode == 0, result.stderr[-4000:]
     assert "distributed_backend=gloo" in result.stderr + result.stdout
     state = torch.load(next(tmp_path.glob("**/last.ckpt")), map_location="cpu", weights_only=False)
     assert state["global_step"] == 6 and state["hyper_parameters"]["num_videos"] == 12
+    ranks = [torch.load(record / f"columns-rank-{rank}.pt", weights_only=True) for rank in (0, 1)]
+    assert ranks[0]["set"].sum() >= 2  # 2 batches of 4 on each rank (fewer rows when videos repeat)
+    torch.testing.assert_close(ranks[0]["set"], ranks[1]["set"])
+    torch.testing.assert_close(ranks[0]["W"], ranks[1]["W"])
