@@ -1,0 +1,120 @@
+"""Fine-tuning learning curve of a meta-learned FSTH or LPD checkpoint on held-out people: PSNR of the fine-tuned
+model on each person's held-out frames (never among the T) every --every generator steps, averaged over people,
+beside the mean of the T frames and copying the first of them. Fine-tunes with the package's fine-tuning config
+(the same ``talkinghead fit`` stage ``talkinghead evaluate --mode few-shot`` runs) and writes a PNG and a JSON::
+
+    python benchmarks/finetune_curve.py --checkpoint talkinghead/assets/fsth_tiny_meta.ckpt --data PEOPLE \\
+        --shots 8 --steps 300 --every 25 --out docs/fsth_tiny_finetune_curve.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from osfv_learning import plot_curve
+
+from talkinghead.cli import TalkingHeadCLI
+from talkinghead.datamodules.talking_heads import PersonDataModule
+from talkinghead.evaluation import checkpoint_data_setting, checkpoint_image_size, load_model
+from talkinghead.few_shot_evaluation import default_finetune_config, few_shot_kind, people_in
+from talkinghead.metrics import PSNR
+
+
+def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
+    metric = PSNR()
+    metric.update(prediction.clamp(0, 1), target)
+    return metric.compute().item()
+
+
+class HeldOutPSNR(L.Callback):
+    """Held-out PSNR of the fine-tuned model every ``every`` generator steps (and at step 0)."""
+
+    def __init__(self, held: dict[str, torch.Tensor], every: int, per_batch: int) -> None:
+        self.held, self.every, self.per_batch = held, every, per_batch
+        self.points: dict[int, float] = {}
+
+    def measure(self, module: L.LightningModule, step: int) -> None:
+        self.points[step] = psnr(module.reconstruct_batch(self.held), self.held["driving"])
+        module.train()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.measure(module, 0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args) -> None:
+        step = trainer.global_step // self.per_batch
+        if step % self.every == 0 and step not in self.points:
+            self.measure(module, step)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="meta-learned FSTH or LPD checkpoint")
+    parser.add_argument("--data", required=True, help="shards of held-out people")
+    parser.add_argument("--people", type=int, default=4)
+    parser.add_argument("--shots", type=int, default=8, help="T")
+    parser.add_argument("--held-out", type=int, default=8, help="held-out frames per person")
+    parser.add_argument("--steps", type=int, default=300, help="fine-tuning generator steps")
+    parser.add_argument("--every", type=int, default=25, help="measure every this many generator steps")
+    parser.add_argument("--finetune-config", help="default: the package's, as `evaluate --mode few-shot`")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="/tmp/finetune_curve.png", help="PNG (a .json beside it)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    kind = few_shot_kind(load_model(args.checkpoint))
+    if kind is None:
+        parser.exit(2, f"{args.checkpoint} is not a meta-learned FSTH or LPD checkpoint\n")
+    size = checkpoint_image_size(args.checkpoint)
+    background = bool(checkpoint_data_setting(args.checkpoint, "remove_background", False))
+    config = args.finetune_config or default_finetune_config(kind, size)
+    curves, baselines = [], {"mean of T frames": [], "copy first frame": []}
+    started = time.perf_counter()
+    for identity in people_in(args.data, args.people):
+        data = PersonDataModule(shards=args.data, identity=identity, num_frames=args.shots,
+                                held_out_frames=args.held_out, image_size=size, num_workers=0,
+                                remove_background=background)
+        data.setup("fit")
+        references = data.person_frames()["references"][0]
+        held = {key: torch.cat([b[key] for b in data.val_dataloader()]) for key in ("driving", "driving_landmarks")}
+        baselines["mean of T frames"].append(psnr(references.mean(0, keepdim=True).expand_as(held["driving"]),
+                                                  held["driving"]))
+        baselines["copy first frame"].append(psnr(references[:1].expand_as(held["driving"]), held["driving"]))
+        cli = TalkingHeadCLI(args=[
+            "--config", str(config), f"--model.init_args.init_from={args.checkpoint}",
+            f"--data.init_args.shards={args.data}", f"--data.init_args.identity={identity}",
+            f"--data.init_args.num_frames={args.shots}", f"--data.init_args.held_out_frames={args.held_out}",
+            f"--data.init_args.image_size={size}", f"--data.init_args.remove_background={str(background).lower()}",
+            "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0", "--trainer.logger=false",
+            "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+            "--trainer.default_root_dir=/tmp/finetune_curve_runs"], run=False)
+        per_batch = 1 + cli.model.discriminator_steps
+        cli.trainer.fit_loop.epoch_loop.max_steps = args.steps * per_batch
+        probe = HeldOutPSNR(held, args.every, per_batch)
+        cli.trainer.callbacks.append(probe)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        curves.append(probe.points)
+        print(f"{identity}: " + ", ".join(f"G{s} {v:.2f}" for s, v in sorted(probe.points.items()))
+              + f" | mean of T {baselines['mean of T frames'][-1]:.2f}, copy {baselines['copy first frame'][-1]:.2f}",
+              flush=True)
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    mean_curve = {s: sum(c[s] for c in curves) / len(curves) for s in steps}
+    base = {name: sum(v) / len(v) for name, v in baselines.items()}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_curve([(s, mean_curve[s], base["mean of T frames"]) for s in steps], out,
+               title=f"{kind.upper()} tiny fine-tuned to T={args.shots} (red) vs mean of T frames (grey): "
+                     f"held-out PSNR, {len(curves)} people")
+    summary = {"checkpoint": args.checkpoint, "data": args.data, "shots": args.shots, "config": str(config),
+               "curve": mean_curve, "baselines": base, "minutes": (time.perf_counter() - started) / 60}
+    out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    print("mean held-out PSNR by G step: " + ", ".join(f"{s}: {v:.2f}" for s, v in mean_curve.items()))
+    print("baselines: " + ", ".join(f"{k} {v:.2f}" for k, v in base.items()))
+
+
+if __name__ == "__main__":
+    main()
