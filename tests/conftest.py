@@ -55,6 +55,20 @@ def synthetic_shards(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def landmarkless_shards(tmp_path_factory):
+    """2 people x 1 clip of 6 random 64-px frames whose landmarks are all missing (NaN: no face found)."""
+    from talkinghead.datamodules.shard_format import ShardWriter
+
+    out = tmp_path_factory.mktemp("landmarkless_shards")
+    with ShardWriter(out, max_samples=2, codec="npy") as writer:
+        for i in range(2):
+            clip = make_random_clip(2 * i, num_frames=6, size=64, pose=False, mask=False)
+            clip.landmarks[:] = np.nan
+            writer.write(clip, f"clip-{i}")
+    return out
+
+
 @pytest.fixture
 def run_talkinghead():
     """Runs ``python -m talkinghead ARGS...`` in a fresh process, as a user would; returns the CompletedProcess."""

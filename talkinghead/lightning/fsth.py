@@ -358,6 +358,15 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
         return embedding
 
     def initialise_from(self, person: Mapping[str, Any]) -> None:
+        from talkinghead.datamodules.shard_format import ShardError
+
+        known = person["references_landmarks"].flatten(2).isfinite().all(-1)  # (1, t)
+        if not known.all():
+            raise ShardError(
+                f"FSTH draws the person from landmarks, and {int((~known).sum())} of the {known.numel()} frames of "
+                f"{person.get('identity', ['the person'])[0]!r} have none: preprocess the videos with landmarks "
+                "(talkinghead preprocess) or choose frames where a face was found"
+            )
         self.initialise_person(person["references"], person["references_landmarks"])
 
     # -- the adversarial hooks -----------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from importlib import resources
 
-import numpy as np
 import pytest
 import torch
 
@@ -110,17 +109,17 @@ def test_bad_few_shot_input_exits_2_in_one_line_and_writes_nothing(tmp_path, peo
     assert result.returncode == 2 and "no free view" in result.stderr and not out.exists()
 
 
-def test_fsth_on_frames_without_landmarks_is_refused(tmp_path):
-    from talkinghead.datamodules.shard_format import Clip, ClipMeta, ShardWriter
-
-    rng = np.random.default_rng(0)
-    with ShardWriter(tmp_path / "shards", max_samples=2, codec="npy") as writer:
-        for i in range(2):
-            writer.write(Clip(frames=rng.integers(0, 256, (6, 64, 64, 3), dtype=np.uint8),
-                              landmarks=np.full((6, 68, 2), np.nan, dtype=np.float32),
-                              meta=ClipMeta(identity=f"p{i}", video=f"v{i}", source="test", fps=25.0, size=64)),
-                         f"clip-{i}")
+def test_fsth_on_frames_without_landmarks_is_refused(landmarkless_shards, run_talkinghead, tmp_path):
     settings = FewShotSettings(shots=(1,), finetune_steps=1, held_out=2, people=1)
-    with pytest.raises(ValueError, match="FSTH draws from landmarks, and person 'p0' has frames without them"):
-        evaluate_few_shot(load_model(FSTH), FSTH, str(tmp_path / "shards"), settings, image_size=64,
+    with pytest.raises(ValueError, match="FSTH draws from landmarks, and person 'person-0' has frames without them"):
+        evaluate_few_shot(load_model(FSTH), FSTH, str(landmarkless_shards), settings, image_size=64,
                           face_metrics=False)
+    # Fine-tuning itself (talkinghead fit) refuses them in one line too.
+    config = str(resources.files("talkinghead.lightning_configs") / "fsth" / "tiny_finetune.yaml")
+    result = run_talkinghead("fit", "--config", config, f"--model.init_args.init_from={FSTH}",
+                             f"--data.init_args.shards={landmarkless_shards}", "--data.init_args.num_frames=4",
+                             "--trainer.max_steps=3", "--trainer.enable_progress_bar=false",
+                             f"--trainer.default_root_dir={tmp_path}")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "FSTH draws the person from landmarks, and 4 of the 4 frames of 'person-0' have none" in result.stderr
+    assert "Traceback" not in result.stderr
