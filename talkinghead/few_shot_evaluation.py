@@ -144,15 +144,19 @@ def _fine_tune(checkpoint: str | os.PathLike, config: Path, shards: str | Sequen
 
 @contextlib.contextmanager
 def _quiet():
-    """Keeps each fine-tuning run's Lightning banners and known warnings out of the evaluation's output."""
-    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    """Keeps each fine-tuning run's Lightning banners and known warnings out of the evaluation's output (loading the
+    meta-learned checkpoint has already said what its losses lack, e.g. face-VGG weights)."""
+    quieter = {"lightning.pytorch": logging.WARNING, "lightning.fabric": logging.WARNING,
+               "talkinghead.lightning.fsth": logging.ERROR, "talkinghead.lightning.lpd": logging.ERROR}
+    loggers = [logging.getLogger(name) for name in quieter]
     levels = [logger.level for logger in loggers]
     with warnings.catch_warnings():
         for message in ("LightningCLI's args parameter", "The perceptual loss uses RANDOM-INIT",
-                        "Found .* module\\(s\\) in eval mode", ".*does not have many workers"):
+                        "Found .* module\\(s\\) in eval mode", ".*does not have many workers",
+                        "`isinstance\\(treespec, LeafSpec\\)` is deprecated"):
             warnings.filterwarnings("ignore", message=message)
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
+        for logger, level in zip(loggers, quieter.values()):
+            logger.setLevel(level)
         try:
             yield
         finally:

@@ -214,7 +214,8 @@ def _few_shot(parser: argparse.ArgumentParser, args: argparse.Namespace, model, 
     tuned = (f"fine-tuned {args.finetune_steps} G steps with `{scope['config']}`" if args.finetune_steps
              else "no fine-tuning")
     background = ", background removed" if remove_background else ""
-    scored = (f"{scope['people']} held-out people, {scope['held-out frames']} held-out frames (never among the T), "
+    people = f"{scope['people']} held-out {'person' if scope['people'] == 1 else 'people'}"
+    scored = (f"{people}, {scope['held-out frames']} held-out frames (never among the T), "
               f"T = {', '.join(map(str, shots))}, {tuned}, at {size} px{background}")
     header = f"**few-shot** evaluation of `{args.checkpoint}` on `{args.data}`: {scored}, {date}"
     if judge:
