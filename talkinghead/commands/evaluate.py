@@ -230,11 +230,12 @@ def _few_shot(parser: argparse.ArgumentParser, args: argparse.Namespace, model, 
 
 def _is_synthetic(data: str, clips: int) -> bool:
     """Whether the shards' first clips are procedural synthetic heads (the synthetic judge's domain)."""
+    from talkinghead.datamodules.shard_format import ShardError
     from talkinghead.freeview import NotSyntheticError, synthetic_clip_sources
 
     try:
         synthetic_clip_sources(data, clips)
-    except NotSyntheticError:
+    except (NotSyntheticError, ShardError):  # unreadable shards are reported by the evaluation itself
         return False
     return True
 
