@@ -77,18 +77,16 @@ class Judge:
 
         self.judge, self.figures = load_judge()
 
-    @torch.no_grad()
     def read(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """(n, 3, s, s) in [0, 1] -> {"embedding" (n, d) unit identity embeddings, "landmarks" (n, 68, 2) px}."""
-        outs = [self.judge(frames[i:i + 64].clamp(0, 1)) for i in range(0, len(frames), 64)]
-        return {key: torch.cat([o[key] for o in outs]) for key in outs[0]}
+        return self.judge.read(frames)
 
     def embeddings(self, frames: torch.Tensor) -> torch.Tensor:
         return self.read(frames)["embedding"]
 
     def centroid(self, frames: torch.Tensor) -> torch.Tensor:
         """A person's identity: the normalised mean embedding of their real frames, (d,)."""
-        return F.normalize(self.embeddings(frames).mean(0), dim=0)
+        return self.judge.identity(frames)
 
     def identity_and_pose(self, outputs: torch.Tensor, person: str, centroids: dict[str, torch.Tensor],
                           landmarks: torch.Tensor) -> dict[str, float]:

@@ -19,10 +19,9 @@ import torch
 
 from osfv_learning import plot_curve
 
-from talkinghead.cli import TalkingHeadCLI
-from talkinghead.datamodules.talking_heads import PersonDataModule
 from talkinghead.evaluation import checkpoint_data_setting, checkpoint_image_size, load_model
-from talkinghead.few_shot_evaluation import default_finetune_config, few_shot_kind, people_in
+from talkinghead.few_shot_evaluation import (FewShotSettings, default_finetune_config, few_shot_kind, finetuning_cli,
+                                             people_in, person_data)
 from talkinghead.metrics import PSNR
 
 
@@ -74,27 +73,17 @@ def main() -> None:
     config = args.finetune_config or default_finetune_config(kind, size)
     curves, baselines = [], {"mean of T frames": [], "copy first frame": []}
     started = time.perf_counter()
+    settings = FewShotSettings(shots=(args.shots,), finetune_steps=args.steps, held_out=args.held_out,
+                               remove_background=background)
     for identity in people_in(args.data, args.people):
-        data = PersonDataModule(shards=args.data, identity=identity, num_frames=args.shots,
-                                held_out_frames=args.held_out, image_size=size, num_workers=0,
-                                remove_background=background)
-        data.setup("fit")
-        references = data.person_frames()["references"][0]
-        held = {key: torch.cat([b[key] for b in data.val_dataloader()]) for key in ("driving", "driving_landmarks")}
+        person, held = person_data(args.data, identity, args.shots, settings, size)
+        references = person["references"]
         baselines["mean of T frames"].append(psnr(references.mean(0, keepdim=True).expand_as(held["driving"]),
                                                   held["driving"]))
         baselines["copy first frame"].append(psnr(references[:1].expand_as(held["driving"]), held["driving"]))
-        cli = TalkingHeadCLI(args=[
-            "--config", str(config), f"--model.init_args.init_from={args.checkpoint}",
-            f"--data.init_args.shards={args.data}", f"--data.init_args.identity={identity}",
-            f"--data.init_args.num_frames={args.shots}", f"--data.init_args.held_out_frames={args.held_out}",
-            f"--data.init_args.image_size={size}", f"--data.init_args.remove_background={str(background).lower()}",
-            "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0", "--trainer.logger=false",
-            "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
-            "--trainer.default_root_dir=/tmp/finetune_curve_runs"], run=False)
-        per_batch = 1 + cli.model.discriminator_steps
-        cli.trainer.fit_loop.epoch_loop.max_steps = args.steps * per_batch
-        probe = HeldOutPSNR(held, args.every, per_batch)
+        cli = finetuning_cli(args.checkpoint, config, args.data, identity, args.shots, settings, size,
+                             "/tmp/finetune_curve_runs")
+        probe = HeldOutPSNR(held, args.every, 1 + cli.model.discriminator_steps)
         cli.trainer.callbacks.append(probe)
         cli.trainer.fit(cli.model, cli.datamodule)
         curves.append(probe.points)

@@ -34,8 +34,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
-__all__ = ["FEW_SHOT_ROWS", "FewShotSettings", "few_shot_kind", "default_finetune_config", "people_in",
-           "evaluate_few_shot", "reconstruct_pairs"]
+__all__ = ["FEW_SHOT_ROWS", "FewShotSettings", "few_shot_kind", "default_finetune_config", "people_in", "person_data",
+           "finetuning_cli", "evaluate_few_shot", "reconstruct_pairs"]
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,10 @@ class FewShotSettings:
     seed: int = 0
 
 
-def _person(shards: str | Sequence[str], identity: str, shots: int, settings: FewShotSettings,
-            image_size: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+def person_data(shards: str | Sequence[str], identity: str, shots: int, settings: FewShotSettings,
+                image_size: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """(the T frames: references (T, 3, s, s), references_landmarks; the held-out frames: driving (n, 3, s, s),
-    driving_landmarks, driving_pose) of one person."""
+    driving_landmarks, driving_pose) of one person, as the fine-tuning run reads them."""
     from talkinghead.datamodules.talking_heads import PersonDataModule
 
     data = PersonDataModule(shards=shards, identity=identity, num_frames=shots, held_out_frames=settings.held_out,
@@ -114,30 +114,39 @@ def _person(shards: str | Sequence[str], identity: str, shots: int, settings: Fe
                                                                              "driving_pose")})
 
 
-def _fine_tune(checkpoint: str | os.PathLike, config: Path, shards: str | Sequence[str], identity: str, shots: int,
-               settings: FewShotSettings, image_size: int, device: str | torch.device, root: Path) -> L.LightningModule:
-    """The meta-learned checkpoint fine-tuned to the person's T frames by ``talkinghead fit`` with ``config``."""
+def finetuning_cli(checkpoint: str | os.PathLike, config: str | os.PathLike, shards: str, identity: str, shots: int,
+                   settings: FewShotSettings, image_size: int, root: str | os.PathLike,
+                   device: str | torch.device = "cpu") -> Any:
+    """The ``talkinghead fit`` run that fine-tunes the meta-learned checkpoint to one person's T frames (the same
+    frames and held-out frames as :func:`person_data`), with no logger, callbacks or checkpoints, stopping after
+    ``settings.finetune_steps`` generator steps; built, not fitted (``cli.trainer.fit(cli.model, cli.datamodule)``).
+    """
     from talkinghead.cli import TalkingHeadCLI
 
     accelerator = "cpu" if torch.device(device).type == "cpu" else "gpu"
-    shards = shards if isinstance(shards, str) else ",".join(map(str, shards))
+    cli = TalkingHeadCLI(
+        args=["--config", str(config), f"--model.init_args.init_from={checkpoint}",
+              f"--data.init_args.shards={shards}", f"--data.init_args.identity={identity}",
+              f"--data.init_args.num_frames={shots}", f"--data.init_args.held_out_frames={settings.held_out}",
+              f"--data.init_args.image_size={image_size}", "--data.init_args.num_workers=0",
+              f"--data.init_args.remove_background={str(settings.remove_background).lower()}",
+              f"--trainer.accelerator={accelerator}", "--trainer.devices=1", "--trainer.max_steps=1",
+              "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0", "--trainer.logger=false",
+              "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
+              "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+              f"--trainer.default_root_dir={root}", f"--seed_everything={settings.seed}"],
+        run=False,
+    )
+    # global_step counts every optimizer step: a G step and discriminator_steps D steps per batch.
+    cli.trainer.fit_loop.epoch_loop.max_steps = settings.finetune_steps * (1 + cli.model.discriminator_steps)
+    return cli
+
+
+def _fine_tune(checkpoint: str | os.PathLike, config: Path, shards: str, identity: str, shots: int,
+               settings: FewShotSettings, image_size: int, device: str | torch.device, root: Path) -> L.LightningModule:
+    """The meta-learned checkpoint fine-tuned to the person's T frames by ``talkinghead fit`` with ``config``."""
     with _quiet():
-        cli = TalkingHeadCLI(
-            args=["--config", str(config), f"--model.init_args.init_from={checkpoint}",
-                  f"--data.init_args.shards={shards}", f"--data.init_args.identity={identity}",
-                  f"--data.init_args.num_frames={shots}", f"--data.init_args.held_out_frames={settings.held_out}",
-                  f"--data.init_args.image_size={image_size}", "--data.init_args.num_workers=0",
-                  f"--data.init_args.remove_background={str(settings.remove_background).lower()}",
-                  f"--trainer.accelerator={accelerator}", "--trainer.devices=1", "--trainer.max_steps=1",
-                  "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0", "--trainer.logger=false",
-                  "--trainer.callbacks=[]", "--trainer.enable_checkpointing=false",
-                  "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
-                  f"--trainer.default_root_dir={root}",
-                  f"--seed_everything={settings.seed}"],
-            run=False,
-        )
-        # global_step counts every optimizer step: a G step and discriminator_steps D steps per batch.
-        cli.trainer.fit_loop.epoch_loop.max_steps = settings.finetune_steps * (1 + cli.model.discriminator_steps)
+        cli = finetuning_cli(checkpoint, config, shards, identity, shots, settings, image_size, root, device)
         cli.trainer.fit(cli.model, cli.datamodule)
     return cli.model.to(device).eval()
 
@@ -185,12 +194,8 @@ class _Judge:
         self.judge, _ = load_judge()
         self.sums: dict[str, list[float]] = {}
 
-    @torch.no_grad()
-    def read(self, images: Tensor) -> dict[str, Tensor]:
-        return self.judge(images.clamp(0, 1))
-
     def update(self, row: str, outputs: Tensor, person: Tensor, landmarks: Tensor) -> None:
-        read = self.read(outputs)
+        read = self.judge.read(outputs)
         cos = read["embedding"] @ person
         error = (read["landmarks"] - landmarks).norm(dim=-1).mean(-1)
         totals = self.sums.setdefault(row, [0.0, 0.0, 0])
@@ -206,7 +211,7 @@ class _Judge:
 def evaluate_few_shot(
     model: L.LightningModule,
     checkpoint: str | os.PathLike,
-    shards: str | Sequence[str],
+    shards: str,
     settings: FewShotSettings,
     image_size: int,
     face_metrics: bool = True,
@@ -223,7 +228,9 @@ def evaluate_few_shot(
     Args:
         model: the meta-learned module (:func:`talkinghead.evaluation.load_model` of ``checkpoint``).
         checkpoint: its file: each fine-tuning run starts from it (``init_from``).
-        shards: the held-out people's shards; the first ``settings.people`` identities are scored.
+        shards: the held-out people's shards (folder, glob, brace pattern or URL: each fine-tuning run is a
+            ``talkinghead fit`` given them as ``--data.init_args.shards``); the first ``settings.people`` identities
+            are scored.
         settings: shots, fine-tuning steps and config, held-out frames, people.
         image_size: the model's training size.
         judge: add the synthetic judge's columns (for synthetic shards).
@@ -257,7 +264,7 @@ def evaluate_few_shot(
     if not people:
         raise ValueError(f"no clips in {shards!r}")
     # Every person's frames are read (and refused, in one line, when too few) before any fine-tuning starts.
-    frames = {(identity, shots): _person(shards, identity, shots, settings, image_size)
+    frames = {(identity, shots): person_data(shards, identity, shots, settings, image_size)
               for identity in people for shots in settings.shots}
     if kind == "fsth":
         for (identity, _), (person, held) in frames.items():
@@ -301,7 +308,7 @@ def evaluate_few_shot(
                 pose = _target_pose(held["driving_pose"], tools.pose(target, held["driving_landmarks"]))
             centroid = None
             if judged is not None:
-                centroid = torch.nn.functional.normalize(judged.read(target)["embedding"].mean(0), dim=0)
+                centroid = judged.judge.identity(target)
             for name, output in outputs.items():
                 if tools is not None:
                     faces = _faces(tools, output)

@@ -82,6 +82,16 @@ class SyntheticJudge(nn.Module):
         landmarks = self.landmark_head(x).view(-1, 68, 2)  # normalised: -1 .. 1 across the image
         return {"embedding": embedding, "landmarks": (landmarks + 1) * (size / 2)}
 
+    @torch.no_grad()
+    def read(self, frames: Tensor, chunk: int = 64) -> dict[str, Tensor]:
+        """:meth:`forward` over any number of frames (clamped to [0, 1]), ``chunk`` at a time, without gradients."""
+        outs = [self(frames[i:i + chunk].clamp(0, 1)) for i in range(0, len(frames), chunk)]
+        return {key: torch.cat([out[key] for out in outs]) for key in outs[0]}
+
+    def identity(self, frames: Tensor) -> Tensor:
+        """A person's identity from their frames (n, 3, s, s): the normalised mean embedding, (d,)."""
+        return F.normalize(self.read(frames)["embedding"].mean(0), dim=0)
+
     def logits(self, embedding: Tensor, scale: float = 16.0) -> Tensor:
         """Cosine-classifier logits over the training people (training only)."""
         return scale * embedding @ F.normalize(self.classifier, dim=-1).t()
