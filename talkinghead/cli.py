@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("export", "a checkpoint -> a bundle (safetensors + manifest, optional ONNX) that loads without Lightning"),
     "inspect": ("inspect", "look at shards: a contact sheet (landmarks, masks) and a summary of what they hold"),
     "animate": ("animate", "animate a photo with a driving video (faces found and cropped), written as mp4"),
+    "sweep": ("sweep", "run points of a wandb sweep file here, logged offline, without a W&B server"),
 }
 LIGHTNING_SUBCOMMANDS = {
     "fit": "train a model: talkinghead fit --config lightning_configs/...yaml",
