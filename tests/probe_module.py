@@ -6,6 +6,7 @@ so tests can check how DataModules split data under DDP.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -37,6 +38,13 @@ class ProbeModule(L.LightningModule):
         if self.hparams.record_dir:
             path = Path(self.hparams.record_dir) / f"rank-{self.global_rank}-pid-{os.getpid()}.txt"
             path.write_text("\n".join(self.seen))
+            # how Lightning placed this process: the cluster environment it detected and the rank arithmetic
+            strategy = self.trainer.strategy
+            placement = {"environment": type(strategy.cluster_environment).__name__,
+                         "world_size": self.trainer.world_size, "global_rank": self.global_rank,
+                         "node_rank": self.trainer.node_rank, "local_rank": self.trainer.local_rank,
+                         "epochs": self.trainer.current_epoch}
+            (path.parent / f"placement-rank-{self.global_rank}.json").write_text(json.dumps(placement))
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
