@@ -1,15 +1,18 @@
-"""One-command GPU check (<= 8 min on one H100/H200): a short GPU learning run and the paper-scale OSFV step.
+"""One-command GPU check (<= 8 min on one H100/H200): the paper-scale steps of all three models and a short GPU
+learning run.
 
-Three parts, each a subprocess with its own timeout inside one time budget (``--budget-minutes``, default 8):
+Parts, each a subprocess with its own timeout inside one time budget (``--budget-minutes``, default 8):
 
 1. the environment (torch and CUDA versions, device name and memory, bf16 support);
 2. the paper-scale OSFV training step (lightning_configs/osfv/vox256.yaml, 256 px, batch 4, bf16-mixed) timed by
    ``benchmarks/train_step.py``: median ms/step, samples/s, peak GPU memory;
-3. the tiny OSFV CPU recipe trained on the GPU for ``--learning-minutes`` (default 4) by
+3. the tiny OSFV CPU recipe trained on the GPU for ``--learning-minutes`` (default 2) by
    ``benchmarks/osfv_learning.py`` and scored on held-out synthetic people: reconstruction against copying the
    source frame, and free view against the exact re-rendered truth against "no turn";
+4. the paper-scale FSTH and LPD meta-learning steps (fsth/meta_vox256.yaml, lpd/meta_vox256.yaml; 256 px, batch 4,
+   bf16-mixed);
 
-then, if the budget still allows, the same step in fp32 (32-true). A part that fails or runs out of time is recorded
+then, if the budget still allows, the OSFV step in fp32 (32-true). Step parts are keyed "<model> <precision>". A part that fails or runs out of time is recorded
 with its error and the log's last lines; the rest still runs. Usage::
 
     python benchmarks/device_check.py --out /tmp/device_check                # on the GPU machine, <= 8 min
@@ -42,8 +45,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]  # commands run here, so their paths are the README's
 LEARNING_SCRIPT = "benchmarks/osfv_learning.py"
 STEP_SCRIPT = "benchmarks/train_step.py"
-PAPER_CONFIG = "lightning_configs/osfv/vox256.yaml"
-TINY_CONFIG = "lightning_configs/osfv/tiny.yaml"
+PAPER_CONFIGS = {"osfv": "lightning_configs/osfv/vox256.yaml", "fsth": "lightning_configs/fsth/meta_vox256.yaml",
+                 "lpd": "lightning_configs/lpd/meta_vox256.yaml"}
+TINY_CONFIGS = {"osfv": "lightning_configs/osfv/tiny.yaml", "fsth": "lightning_configs/fsth/tiny_meta.yaml",
+                "lpd": "lightning_configs/lpd/tiny_meta.yaml"}
 # Seconds the learning run needs on top of its training minutes: start-up, writing the synthetic shards (~4k frames
 # at 64 px), and scoring the held-out people (reconstruction pairs, free view re-rendered at six yaws).
 LEARNING_OVERHEAD_S = 90.0
@@ -198,19 +203,19 @@ STEP_LINE = re.compile(r"current\s+median step\s+(?P<median>[\d.]+) ms\s+\(min (
 RSS_LINE = re.compile(r"peak RSS of the process: (?P<rss>[\d.]+) GiB")
 
 
-def step_part(args: argparse.Namespace, out: Path, precision: str, timeout: float) -> dict[str, Any]:
-    """Times the OSFV training step with train_step.py and parses its summary line."""
-    command = [sys.executable, STEP_SCRIPT, "--model", "osfv", "--precision", precision, "--threads", str(args.threads)]
+def step_part(args: argparse.Namespace, out: Path, model: str, precision: str, timeout: float) -> dict[str, Any]:
+    """Times one model's training step with train_step.py and parses its summary line."""
+    command = [sys.executable, STEP_SCRIPT, "--model", model, "--precision", precision, "--threads", str(args.threads)]
     if args.cpu_smoke:
-        config, size, batch, steps, device = TINY_CONFIG, 64, 2, 2, "cpu"
+        config, size, batch, steps, device = TINY_CONFIGS[model], 64, 2, 2, "cpu"
     else:
-        config, size, batch, steps, device = PAPER_CONFIG, 256, 4, args.steps, "cuda"
+        config, size, batch, steps, device = PAPER_CONFIGS[model], 256, 4, args.steps, "cuda"
     command += ["--config", config, "--size", str(size), "--batch", str(batch), "--steps", str(steps),
                 "--device", device]
     if not args.cpu_smoke:
         command += ["--warmup", "3"]  # CUDA start-up and allocator growth stay out of the timed steps
-    record = {"precision": precision, "size": size, "batch": batch,
-              **run_part(f"step_{precision}", command, timeout, out)}
+    record = {"model": model, "precision": precision, "size": size, "batch": batch,
+              **run_part(f"step_{model}_{precision}", command, timeout, out)}
     text = Path(record["log"]).read_text(errors="replace")
     match = STEP_LINE.search(text)
     if match is None:
@@ -229,7 +234,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/device_check", help="folder for logs, the learning run and the JSON")
     parser.add_argument("--budget-minutes", type=float, default=8.0, help="wall clock for the whole check")
-    parser.add_argument("--learning-minutes", type=float, default=4.0,
+    parser.add_argument("--learning-minutes", type=float, default=2.0,
                         help="training minutes of the learning run (less if the budget runs short)")
     parser.add_argument("--steps", type=int, default=20, help="timed training steps per precision (GPU)")
     parser.add_argument("--threads", type=int, default=None,
@@ -259,17 +264,27 @@ def main() -> int:
     summary: dict[str, Any] = {"kind": kind, "cpu_smoke": args.cpu_smoke, "budget_minutes": args.budget_minutes,
                                "environment": env, "learning": None, "step": {}}
     main_precision = "32-true" if args.cpu_smoke else "bf16-mixed"
-    # The paper-scale step first: its figures are quick and must not be squeezed out by the learning run.
-    summary["step"][main_precision] = step_part(args, out, main_precision, min(STEP_TIMEOUT_S, budget.left()))
-    summary["learning"] = learning_part(args, out, budget)
-    if not args.cpu_smoke:
-        first = summary["step"][main_precision]["seconds"] or STEP_TIMEOUT_S
-        needed = min(1.5 * first, STEP_TIMEOUT_S)  # fp32 steps are slower than bf16 ones
+    steps = summary["step"]
+
+    def step(model: str, precision: str, needed: float) -> None:
+        """One step part, if the budget still holds the ``needed`` seconds."""
         if budget.left() - 5 >= needed:
-            summary["step"]["32-true"] = step_part(args, out, "32-true", min(STEP_TIMEOUT_S, budget.left() - 5))
+            steps[f"{model} {precision}"] = step_part(args, out, model, precision,
+                                                      min(STEP_TIMEOUT_S, budget.left() - 5))
         else:
-            summary["step"]["32-true"] = {"error": f"skipped: {budget.left():.0f} s of the budget left, "
-                                                   f"~{needed:.0f} s needed"}
+            steps[f"{model} {precision}"] = {"model": model, "precision": precision,
+                                             "error": f"skipped: {budget.left():.0f} s of the budget left, "
+                                                      f"~{needed:.0f} s needed"}
+
+    # The paper-scale OSFV step first: quick, and it must not be squeezed out by the learning run; then the learning
+    # run, then the other models' steps, then fp32 (slower than bf16) with what is left.
+    step("osfv", main_precision, 0.0)
+    summary["learning"] = learning_part(args, out, budget)
+    first = steps[f"osfv {main_precision}"].get("seconds") or STEP_TIMEOUT_S
+    for model in ("fsth", "lpd"):
+        step(model, main_precision, 0.0 if args.cpu_smoke else min(first, STEP_TIMEOUT_S))
+    if not args.cpu_smoke:
+        step("osfv", "32-true", min(1.5 * first, STEP_TIMEOUT_S))
 
     parts = [summary["learning"], *summary["step"].values()]
     summary["parts_ok"] = sum(part.get("error") is None for part in parts)

@@ -45,8 +45,9 @@ import talkinghead.flows
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.lightning.adversarial import detach_outputs
 
-CONFIGS = {"osfv": ("osfv", "tiny.yaml"), "fsth": ("fsth", "tiny_meta.yaml")}
-NUM_VIDEOS = 64  # FSTH: columns of the projection discriminator's W for the in-memory batches
+CONFIGS = {"osfv": ("osfv", "tiny.yaml"), "fsth": ("fsth", "tiny_meta.yaml"), "lpd": ("lpd", "tiny_meta.yaml")}
+FEW_SHOT = ("fsth", "lpd")
+NUM_VIDEOS = 64  # FSTH, LPD: columns of the projection discriminator's W for the in-memory batches
 # The Trainer the config names is replaced by a one-device one here; these keep a paper (GPU, DDP, wandb) config
 # instantiable on any machine.
 NEUTRAL_TRAINER = ["--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
@@ -122,14 +123,18 @@ class InMemoryData(L.LightningDataModule):
 
 def few_shot_batch(size: int, batch: int, generator: torch.Generator, k: int = 4) -> dict[str, Tensor]:
     """K = 4 reference frames and a target per item with their landmarks (random frames, landmarks of a face-like
-    68-point layout jittered per frame) and a video index."""
+    68-point layout jittered per frame), the target's foreground mask (a centred disc: LPD's dice term) and a video
+    index."""
     from talkinghead.datamodules.synthetic_heads import synthetic_clip
 
     landmarks = synthetic_clip(0, 0, 0, 1, size).landmarks[0]
     jitter = lambda *shape: landmarks + torch.randn(*shape, 68, 2, generator=generator)  # noqa: E731
+    axis = torch.linspace(-1, 1, size)
+    disc = (axis[:, None] ** 2 + axis[None, :] ** 2 < 0.5).float()
     return {"references": torch.rand(batch, k, 3, size, size, generator=generator),
             "references_landmarks": jitter(batch, k), "driving": torch.rand(batch, 3, size, size, generator=generator),
-            "driving_landmarks": jitter(batch), "video_index": torch.randint(NUM_VIDEOS, (batch,), generator=generator)}
+            "driving_landmarks": jitter(batch), "driving_mask": disc.expand(batch, 1, size, size).clone(),
+            "video_index": torch.randint(NUM_VIDEOS, (batch,), generator=generator)}
 
 
 def random_batch(size: int, batch: int, generator: torch.Generator) -> dict[str, Tensor]:
@@ -201,7 +206,7 @@ def time_steps(module: L.LightningModule, batches: list[dict[str, Tensor]], step
                         precision=args.precision, max_steps=optimizer_steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
-    if args.model == "fsth":
+    if args.model in FEW_SHOT:
         trainer.fit(module, datamodule=InMemoryData(loader, args.size, NUM_VIDEOS))
     else:
         trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(loader, batch_size=None))
@@ -238,7 +243,10 @@ def main() -> None:
                                f"--data.init_args.image_size={args.size}", f"--seed_everything={args.seed}",
                                *NEUTRAL_TRAINER, *args.overrides], run=False)
     generator = torch.Generator().manual_seed(args.seed)
-    make = few_shot_batch if args.model == "fsth" else random_batch if args.data == "random" else head_batch
+    if args.compare and args.model == "lpd":
+        parser.error("--compare has no reference step for LPD (its D judges an augmented target, so there is no "
+                     "shared real pass to undo)")
+    make = few_shot_batch if args.model in FEW_SHOT else random_batch if args.data == "random" else head_batch
     batches = [make(args.size, args.batch, generator) for _ in range(args.batches)]
 
     formulations = {"current": (cli.model, nullcontext)}

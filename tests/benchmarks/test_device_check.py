@@ -45,10 +45,12 @@ def test_cpu_smoke_writes_the_summary(tmp_path):
     for row in ("model", "no turn"):
         assert_row(learning["free_view"]["all yaws"][row], ("PSNR fg", "L1 fg"))
 
-    step = summary["step"]["32-true"]
-    assert step["error"] is None and "benchmarks/train_step.py" in step["command"] and "tiny.yaml" in step["command"]
-    assert step["timed_steps"] > 0 and step["ms_per_step"] > 0 and step["samples_per_s"] > 0
-    assert step["peak_memory_gib"] > 0
+    assert set(summary["step"]) == {"osfv 32-true", "fsth 32-true", "lpd 32-true"}  # all three models' steps
+    for name, step in summary["step"].items():
+        assert step["error"] is None and "benchmarks/train_step.py" in step["command"]
+        assert f"--model {step['model']}" in step["command"] and f"{step['model']}/tiny" in step["command"], name
+        assert step["timed_steps"] > 0 and step["ms_per_step"] > 0 and step["samples_per_s"] > 0
+        assert step["peak_memory_gib"] > 0
 
 
 def test_learning_curve_extrapolation_survives_a_run_too_short_for_a_line():
