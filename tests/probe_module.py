@@ -40,7 +40,7 @@ class ProbeModule(L.LightningModule):
             path.write_text("\n".join(self.seen))
             # how Lightning placed this process: the cluster environment it detected and the rank arithmetic
             strategy = self.trainer.strategy
-            placement = {"environment": type(strategy.cluster_environment).__name__,
+            placement = {"environment": type(getattr(strategy, "cluster_environment", None)).__name__,
                          "world_size": self.trainer.world_size, "global_rank": self.global_rank,
                          "node_rank": self.trainer.node_rank, "local_rank": self.trainer.local_rank,
                          "epochs": self.trainer.current_epoch}
