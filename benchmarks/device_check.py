@@ -12,11 +12,12 @@ Parts, each a subprocess with its own timeout inside one time budget (``--budget
 4. the paper-scale FSTH and LPD meta-learning steps (fsth/meta_vox256.yaml, lpd/meta_vox256.yaml; 256 px, batch 4,
    bf16-mixed);
 
-then, if the budget still allows, the OSFV step in fp32 (32-true). Step parts are keyed "<model> <precision>". A part that fails or runs out of time is recorded
-with its error and the log's last lines; the rest still runs. Usage::
+then, if the budget still allows, the OSFV step in fp32 (32-true). Step parts are keyed "<model> <precision>". A
+part that fails or runs out of time is recorded with its error and the log's last lines; the rest still runs.
+Usage::
 
     python benchmarks/device_check.py --out /tmp/device_check                # on the GPU machine, <= 8 min
-    python benchmarks/device_check.py --cpu-smoke --out /tmp/device_smoke    # the same pipeline on a CPU, ~1 min
+    python benchmarks/device_check.py --cpu-smoke --out /tmp/device_smoke    # the same pipeline on a CPU, ~2 min
 
 Progress goes to stderr; the JSON summary (environment, learning figures, step figures, the exact commands and
 their logs) is printed alone on stdout and written to OUT/device_check.json. ``--cpu-smoke`` runs tiny versions of

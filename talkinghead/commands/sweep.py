@@ -109,7 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     finished = read_runs(records)
     if not args.dry_run:
         out.mkdir(parents=True, exist_ok=True)
-    started = 0
     for number in range(len(finished), len(finished) + args.count):
         point = next_point(config, finished, seed=args.seed + number)
         if point is None:
@@ -132,7 +131,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with records.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
         finished.append(record)
-        started += 1
         if returncode != 0:
             tail = (run_dir / "log.txt").read_text(errors="replace").strip().splitlines()[-LOG_TAIL_LINES:]
             print(f"run {number}: FAILED (exit {returncode}, {seconds:.0f} s), {describe(point)}; "
