@@ -21,6 +21,14 @@ step's graph runs through D's weights, the motion estimator's keypoint heatmaps 
 weights keep PyTorch's default layout. For FSTH (``--model fsth``, random frames with face-like landmarks) the
 reference is the step before issue 16: no D(real) pass shared by feature matching and the first D step. The two
 alternate in ``--rounds`` rounds, so machine load hits both alike.
+``--against SITE`` times another version of the package in the same run instead: SITE is a folder holding it
+installed (``git worktree add /tmp/base REV && pip install --no-deps --no-build-isolation --target /tmp/before
+/tmp/base``); this script then runs itself in ``--rounds`` alternating subprocesses, one importing talkinghead from
+SITE ("before") and one from this checkout ("after"), with the same batches and arguments, and prints both and the
+speed-up. Unlike ``--compare`` this also measures process-wide changes (talkinghead.allocator)::
+
+    python benchmarks/train_step.py --model fsth --size 128 --batch 4 --threads 2 --against /tmp/before
+
 ``--profile`` adds torch.profiler's most expensive operators over the last round's timed steps.
 """
 
@@ -28,6 +36,10 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
+import subprocess
+import tempfile
 import resource
 import statistics
 import sys
@@ -35,6 +47,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -47,6 +60,8 @@ from talkinghead.lightning.adversarial import detach_outputs
 
 CONFIGS = {"osfv": ("osfv", "tiny.yaml"), "fsth": ("fsth", "tiny_meta.yaml"), "lpd": ("lpd", "tiny_meta.yaml")}
 FEW_SHOT = ("fsth", "lpd")
+# The networks FSTH and LPD build for one image size: --size sets theirs with the data's.
+SIZED_NETWORKS = {"fsth": ("embedder", "generator", "discriminator"), "lpd": ("generator", "discriminator")}
 NUM_VIDEOS = 64  # FSTH, LPD: columns of the projection discriminator's W for the in-memory batches
 # The Trainer the config names is replaced by a one-device one here; these keep a paper (GPU, DDP, wandb) config
 # instantiable on any machine.
@@ -214,6 +229,63 @@ def time_steps(module: L.LightningModule, batches: list[dict[str, Tensor]], step
     return timer.times, peak
 
 
+def sized_networks(model: str, size: int) -> list[str]:
+    """CLI overrides building the model's fixed-size networks (FSTH, LPD) for ``size`` px."""
+    return [f"--model.init_args.{name}.init_args.image_size={size}" for name in SIZED_NETWORKS.get(model, ())]
+
+
+def without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``argv`` without the given options and their values (``--flag value`` or ``--flag=value``); what follows
+    ``--`` is kept as it is."""
+    kept: list[str] = []
+    skip = False
+    for index, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return kept + argv[index:]
+        elif arg.split("=", 1)[0] in flags:
+            skip = "=" not in arg
+        else:
+            kept.append(arg)
+    return kept
+
+
+def against(args: argparse.Namespace) -> None:
+    """``--against SITE``: alternate subprocesses of this script on the package in SITE and on this checkout."""
+    site = Path(args.against).resolve()
+    if not (site / "talkinghead" / "__init__.py").is_file():
+        raise SystemExit(f"train_step.py: --against {site}: no installed talkinghead package there (make one with "
+                         f"pip install --no-deps --no-build-isolation --target {site} <checkout>); exit 2")
+    passed = without(sys.argv[1:], ("--against", "--rounds", "--steps", "--json"))
+    per_round = [args.steps // args.rounds + (i < args.steps % args.rounds) for i in range(args.rounds)]
+    versions = {"before": str(site), "after": None}
+    times: dict[str, list[float]] = {name: [] for name in versions}
+    packages: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for steps in per_round:
+            for name, path in versions.items():
+                env = dict(os.environ)
+                if path is not None:
+                    env["PYTHONPATH"] = os.pathsep.join([path, *filter(None, [env.get("PYTHONPATH")])])
+                out = Path(folder) / f"{name}.json"
+                command = [sys.executable, __file__, *passed, "--steps", str(steps), "--json", str(out)]
+                run = subprocess.run(command, env=env, capture_output=True, text=True)
+                if run.returncode != 0:
+                    raise SystemExit(f"train_step.py: the {name} run failed:\n{run.stderr[-3000:]}")
+                result = json.loads(out.read_text())
+                times[name] += result["times"]
+                packages[name] = result["package"]
+    print(f"\n{args.model}: {args.size} px, batch {args.batch}, {args.device} {args.precision}, {args.threads} "
+          f"thread(s), {args.data} data, {args.steps} timed steps per version in {args.rounds} rounds")
+    for name, seconds in times.items():
+        median = statistics.median(seconds)
+        print(f"  {name:<7} {packages[name]}: median step {median * 1e3:8.1f} ms  (min {min(seconds) * 1e3:.1f}, "
+              f"max {max(seconds) * 1e3:.1f})  {args.batch / median:7.2f} samples/s")
+    ratio = statistics.median(times["before"]) / statistics.median(times["after"])
+    print(f"  speed-up of after over before (median step): {ratio:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=sorted(CONFIGS), default="osfv")
@@ -230,10 +302,16 @@ def main() -> None:
                         help="noise images or rendered synthetic heads")
     parser.add_argument("--batches", type=int, default=2, help="distinct batches cycled through")
     parser.add_argument("--compare", action="store_true", help="also time the pre-issue-13 step (see above)")
+    parser.add_argument("--against", metavar="SITE", help="also time the package installed in SITE (see above)")
+    parser.add_argument("--json", metavar="FILE", help="write the step times as JSON (what --against reads)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", help="LightningCLI overrides after --")
     args = parser.parse_args()
+    if args.against:
+        if args.compare:
+            parser.error("--against and --compare are two different comparisons: choose one")
+        return against(args)
     torch.set_num_threads(args.threads)
 
     folder, name = CONFIGS[args.model]
@@ -241,7 +319,7 @@ def main() -> None:
     sys.argv = sys.argv[:1]  # LightningCLI reads only the args given here
     cli = TalkingHeadCLI(args=["--config", config, "--data.init_args.shards=unused",
                                f"--data.init_args.image_size={args.size}", f"--seed_everything={args.seed}",
-                               *NEUTRAL_TRAINER, *args.overrides], run=False)
+                               *NEUTRAL_TRAINER, *sized_networks(args.model, args.size), *args.overrides], run=False)
     generator = torch.Generator().manual_seed(args.seed)
     if args.compare and args.model == "lpd":
         parser.error("--compare has no reference step for LPD (its D judges an augmented target, so there is no "
@@ -266,6 +344,11 @@ def main() -> None:
             times[name] += seconds
             peaks[name] = max(peaks.get(name) or 0.0, peak) if peak is not None else None
 
+    if args.json:
+        import talkinghead
+
+        Path(args.json).write_text(json.dumps({"package": str(Path(talkinghead.__file__).parent),
+                                               "times": times["current"], "peak_gpu_gib": peaks["current"]}))
     print(f"\n{args.model} {config}: {args.size} px, batch {args.batch}, {args.device} {args.precision}, "
           f"{torch.get_num_threads()} thread(s), {args.data} data, {args.steps} timed steps"
           f"{f' per formulation in {rounds} rounds' if args.compare else ''}")

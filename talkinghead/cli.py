@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from talkinghead.allocator import retain_freed_memory
+
 __all__ = ["TalkingHeadCLI", "main", "SUBCOMMANDS"]
 
 # name -> (module in talkinghead.commands with a main(argv) function, one-line help)
@@ -42,6 +44,7 @@ class TalkingHeadCLI(LightningCLI):
     """LightningCLI over any LightningModule and LightningDataModule named by class_path."""
 
     def __init__(self, args: Sequence[str] | None = None, run: bool = True, **kwargs) -> None:
+        retain_freed_memory()  # CPU steps: ~1.2-1.4x faster (talkinghead.allocator)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("auto_configure_optimizers", False)
         super().__init__(
@@ -78,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("TALKINGHEAD_DEBUG", "") not in ("", "0")
     argv = [arg for arg in argv if arg != "--debug"]
+    retain_freed_memory()
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0 if argv else 2
