@@ -18,8 +18,9 @@ samples/s and peak memory: the process's peak RSS on the CPU (building the modul
 ``--compare`` also times the step as it was before issue 13 on a copy of the same module (``Reference``): the
 discriminator judges the real frames in the generator step and again in the discriminator step, the generator
 step's graph runs through D's weights, the motion estimator's keypoint heatmaps keep their subnormal tails, and the
-weights keep PyTorch's default layout. For FSTH (``--model fsth``, random frames with face-like landmarks) the
-reference is the step before issue 16: no D(real) pass shared by feature matching and the first D step. The two
+weights keep PyTorch's default layout. For FSTH and LPD (``--model fsth|lpd``, random frames with face-like
+landmarks) the reference is the step without a D(real) pass shared by feature matching and the first D step (FSTH
+before issue 16, LPD before issue 17). The two
 alternate in ``--rounds`` rounds, so machine load hits both alike.
 ``--against SITE`` times another version of the package in the same run instead: SITE is a folder holding it
 installed (``git worktree add /tmp/base REV && pip install --no-deps --no-build-isolation --target /tmp/before
@@ -113,8 +114,8 @@ class Reference:
 
 
 class FewShotReference:
-    """FSTH's step before issue 16: the loss hooks judge the real frames themselves (D runs on them in the
-    generator step's feature matching and again in the first D step)."""
+    """FSTH's step before issue 16, LPD's before issue 17: the loss hooks judge the real frames themselves (D runs
+    on them in the generator step's feature matching and again in the first D step)."""
 
     heatmaps = staticmethod(nullcontext)  # nothing to swap
 
@@ -269,7 +270,9 @@ def against(args: argparse.Namespace) -> None:
                 if path is not None:
                     env["PYTHONPATH"] = os.pathsep.join([path, *filter(None, [env.get("PYTHONPATH")])])
                 out = Path(folder) / f"{name}.json"
-                command = [sys.executable, __file__, *passed, "--steps", str(steps), "--json", str(out)]
+                split = passed.index("--") if "--" in passed else len(passed)  # overrides stay last
+                command = [sys.executable, __file__, *passed[:split], "--steps", str(steps), "--json", str(out),
+                           *passed[split:]]
                 run = subprocess.run(command, env=env, capture_output=True, text=True)
                 if run.returncode != 0:
                     raise SystemExit(f"train_step.py: the {name} run failed:\n{run.stderr[-3000:]}")
@@ -321,15 +324,12 @@ def main() -> None:
                                f"--data.init_args.image_size={args.size}", f"--seed_everything={args.seed}",
                                *NEUTRAL_TRAINER, *sized_networks(args.model, args.size), *args.overrides], run=False)
     generator = torch.Generator().manual_seed(args.seed)
-    if args.compare and args.model == "lpd":
-        parser.error("--compare has no reference step for LPD (its D judges an augmented target, so there is no "
-                     "shared real pass to undo)")
     make = few_shot_batch if args.model in FEW_SHOT else random_batch if args.data == "random" else head_batch
     batches = [make(args.size, args.batch, generator) for _ in range(args.batches)]
 
     formulations = {"current": (cli.model, nullcontext)}
     if args.compare:
-        reference = FewShotReference if args.model == "fsth" else Reference
+        reference = FewShotReference if args.model in FEW_SHOT else Reference
         formulations["reference"] = (reference.of(cli.model), reference.heatmaps)
     rounds = args.rounds if args.compare else 1
     per_round = [args.steps // rounds + (i < args.steps % rounds) for i in range(rounds)]

@@ -9,7 +9,10 @@ Subclasses implement three hooks and nothing else of the loop, and may share one
 - ``judge_real(batch) -> real`` (optional): D's outputs on the batch's real images, computed once per batch with
   D's gradient and handed to both loss hooks (the generator step's feature matching reads them detached, the first
   discriminator step's hinge trains D through them; D's weights do not change in between). The default, None,
-  leaves the hooks to run D on the real images themselves, as they must when called on their own.
+  leaves the hooks to run D on the real images themselves, as they must when called on their own;
+- ``refresh_real(real, batch) -> real`` (optional): brings that shared judgement up to date with D weights the
+  generator step moved (FSTH's and LPD's video columns W, which the embedding match trains) before the first
+  discriminator step reads it.
 
 The base weights the terms with ``loss_weights`` (terms whose weight is 0 are neither computed nor logged: a
 subclass asks ``self.wants(term)``), steps the two optimizers (manual optimisation, ``discriminator_steps`` D
@@ -30,6 +33,7 @@ step adds 2, so ``max_steps`` counts optimizer steps, not batches.
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -49,8 +53,10 @@ __all__ = ["AdversarialModule", "NonFiniteTrainingError", "built_by_cli", "class
 
 
 def _default_optimizer(kind: type[torch.optim.Optimizer], lr: float, betas: tuple[float, float]) -> OptimizerCallable:
+    fused = {"fused": True} if "fused" in inspect.signature(kind).parameters else {}  # Adam: one kernel a step
+
     def build(parameters: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        return kind(parameters, lr=lr, betas=betas)
+        return kind(parameters, lr=lr, betas=betas, **fused)
 
     return build
 
@@ -152,11 +158,24 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 def _finite(tensors: Iterable[Tensor]) -> Tensor:
-    """One boolean tensor: every element of every tensor is finite (no host sync until it is read)."""
-    tensors = [t for t in tensors if t is not None]
-    if not tensors:
+    """One boolean tensor: every element of every tensor is finite (no host sync until it is read).
+
+    Floating-point tensors are checked by one fused kernel per device and dtype (the non-finite check of
+    torch.amp's GradScaler, with a scale of exactly 1, so nothing changes): an isfinite/all pair per tensor cost
+    7 ms per step over OSFV's 228 gradients on the CPU, the fused check 0.3 ms.
+    """
+    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for tensor in tensors:
+        if tensor is not None and tensor.is_floating_point():
+            groups.setdefault((tensor.device, tensor.dtype), []).append(tensor.detach())
+    if not groups:
         return torch.tensor(True)
-    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+    found = []
+    for (device, _), group in groups.items():
+        found_nonfinite = torch.zeros(1, device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, found_nonfinite, torch.ones(1, device=device))
+        found.append(found_nonfinite.to(group[0].device if len(groups) == 1 else "cpu"))
+    return torch.stack(found).sum() == 0
 
 
 def detach_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
@@ -246,6 +265,11 @@ class AdversarialModule(L.LightningModule):
     def judge_real(self, batch: Mapping[str, Any]) -> Any:
         """D's outputs on the batch's real images for both loss hooks (see the module docstring); None: none shared."""
         return None
+
+    def refresh_real(self, real: Any, batch: Mapping[str, Any]) -> Any:
+        """``judge_real``'s outputs as the first D step must see them after the generator step (see the module
+        docstring); by default unchanged, since the generator optimizer moves none of D's weights."""
+        return real
 
     # -- shared machinery ----------------------------------------------------------------------------------------
 
@@ -440,6 +464,8 @@ class AdversarialModule(L.LightningModule):
         self.untoggle_optimizer(generator_optimizer)
 
         detached = detach_outputs(outputs)
+        if real is not None:
+            real = self.refresh_real(real, batch)
         d_terms: dict[str, Tensor] = {}
         for step in range(self.discriminator_steps if adversarial else 0):
             if not finite:  # G's step was not finite: D's steps are skipped too (counted, without gradients)

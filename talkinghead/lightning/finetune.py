@@ -209,6 +209,12 @@ class VideoColumnsMetaLearning:
         yield from self.networks.parameters()
         yield self.projection_discriminator.video_embeddings.weight
 
+    def refresh_real(self, real: Mapping[str, Any], batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The shared D(real) with its logits projected again on the current W: the generator step between
+        judge_real and the first D step moves W (the match, and initialise_video_columns the first time a video
+        is seen); the trunk's features and embedding do not change."""
+        return {**real, "logits": self.projection_discriminator.project(real["embedding"], batch["video_index"])}
+
     def fixed_video_column(self, batch: Mapping[str, Any]) -> Tensor:
         """W_i + w_0 of each item's video, detached: (b, d). The generator step's adversarial terms use it, so
         they never move D's columns towards the fakes."""

@@ -100,11 +100,22 @@ class _LPDStage(AdversarialModule):
 
     def pose_inputs(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor | None]:
         """(pose frame, target, target mask): in training the driving frame augmented (pixel changes on the pose
-        frame only, the same geometry on all three), else the driving frame as is."""
+        frame only, the same geometry on all three), drawn once per batch (judge_real and run_generator both
+        read it), else the driving frame as is."""
         driving, mask = batch["driving"], batch.get("driving_mask")
-        if self.training and self.pose_augmentation is not None:
-            return self.pose_augmentation(driving, driving, mask)
-        return driving, driving, mask
+        if not (self.training and self.pose_augmentation is not None):
+            return driving, driving, mask
+        cached = getattr(self, "_pose_inputs_cache", None)
+        if cached is not None and cached[0] is driving:  # the cache holds the tensor, so its id is not reused
+            return cached[1]
+        augmented = self.pose_augmentation(driving, driving, mask)
+        self._pose_inputs_cache = (driving, augmented)
+        return augmented
+
+    def judge_real(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """D(target) once per batch: feature matching reads its features (detached; they do not depend on the
+        projection column) and the D step its logits, instead of a pass in each (3 D passes per batch, not 4)."""
+        return self.judge(self.pose_inputs(batch)[1], batch)
 
     def judge(self, image: Tensor, batch: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -138,7 +149,8 @@ class _LPDStage(AdversarialModule):
         if self.wants("adversarial") or self.wants("feature_matching"):
             fake = self.judge_for_generator(prediction, batch)
             terms["adversarial"] = self.generator_hinge(fake)
-            terms["feature_matching"] = self.feature_matching(self.judge_for_generator(target, batch), fake)
+            real = self.judge_for_generator(target, batch) if real is None else real
+            terms["feature_matching"] = self.feature_matching(real, fake)  # the real features enter detached
         if self.wants("dice"):
             dice = self._dice(outputs["mask"], outputs["target_mask"])
             if dice is not None:
@@ -147,7 +159,8 @@ class _LPDStage(AdversarialModule):
 
     def discriminator_losses(self, batch: Mapping[str, Any], outputs: Mapping[str, Any],
                              real: Any = None) -> dict[str, Tensor]:
-        real, fake = self.judge(outputs["target"], batch), self.judge(outputs["prediction"], batch)
+        real = self.judge(outputs["target"], batch) if real is None else real
+        fake = self.judge(outputs["prediction"], batch)
         return {"discriminator": self.discriminator_hinge(real, fake)}
 
 

@@ -27,7 +27,11 @@ def image_pyramid(image: Tensor, scales: Sequence[float]) -> list[Tensor]:
             levels.append(image)
         else:
             size = (max(1, round(image.shape[-2] * scale)), max(1, round(image.shape[-1] * scale)))
-            levels.append(F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True))
+            # PyTorch's CPU kernel of antialiased resizing has no bfloat16/half version (bf16-mixed on the CPU)
+            reduced = image.device.type == "cpu" and image.dtype in (torch.bfloat16, torch.float16)
+            level = F.interpolate(image.float() if reduced else image, size=size, mode="bilinear",
+                                  align_corners=False, antialias=True)
+            levels.append(level.to(image.dtype))
     return levels
 
 

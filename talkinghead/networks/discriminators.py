@@ -318,13 +318,19 @@ class ProjectionDiscriminator(nn.Module):
         Raises:
             ValueError: both or neither of video_index / column, or an index out of range.
         """
+        out = self.trunk(image)
+        logits = self.project(out["embedding"], video_index, column)
+        return {"features": out["features"], "embedding": out["embedding"], "logits": logits}
+
+    def project(self, embedding: Tensor, video_index: Tensor | None = None, column: Tensor | None = None) -> Tensor:
+        """The logits <v, column> + b of trunk embeddings v (b, embedding_dim) against W_i + w_0 (``video_index``)
+        or a ready ``column``, with the current W: what ``forward`` ends with, and how a judgement taken before
+        W moved is brought up to date (see ``AdversarialModule.refresh_real``)."""
         if (video_index is None) == (column is None):
             raise ValueError("pass exactly one of video_index (training videos) and column (a ready projection "
                              "column such as w_0 + e_new)")
-        out = self.trunk(image)
-        embedding = out["embedding"]
         if video_index is not None:
-            assert_shape(video_index, "b", b=image.shape[0])
+            assert_shape(video_index, "b", b=embedding.shape[0])
             if video_index.dtype.is_floating_point or video_index.dtype == torch.bool:
                 raise ValueError(f"video_index must be an integer tensor, got {video_index.dtype}")
             bad = video_index[(video_index < 0) | (video_index >= self.num_videos)]
@@ -335,7 +341,6 @@ class ProjectionDiscriminator(nn.Module):
             column = self.video_column(video_index)
         else:
             assert_shape(column, (None, self.embedding_dim))
-            if column.shape[0] not in (1, image.shape[0]):
-                raise ValueError(f"column has {column.shape[0]} rows for a batch of {image.shape[0]}")
-        logits = (embedding * column).sum(dim=-1, keepdim=True) + self.bias
-        return {"features": out["features"], "embedding": embedding, "logits": logits}
+            if column.shape[0] not in (1, embedding.shape[0]):
+                raise ValueError(f"column has {column.shape[0]} rows for a batch of {embedding.shape[0]}")
+        return (embedding * column).sum(dim=-1, keepdim=True) + self.bias

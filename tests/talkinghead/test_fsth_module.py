@@ -16,6 +16,8 @@ from talkinghead.lightning.fsth import FSTHFineTuneModule, FSTHModule
 from talkinghead.lightning.slim import write_inference_checkpoint
 from talkinghead.sketch import draw_sketch
 
+from spectral_norms import converge_spectral_norms  # tests/
+
 CONFIGS = resources.files("talkinghead.lightning_configs") / "fsth"
 TINY_META, TINY_FINETUNE = str(CONFIGS / "tiny_meta.yaml"), str(CONFIGS / "tiny_finetune.yaml")
 QUIET = ["--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
@@ -105,6 +107,26 @@ def test_one_real_discriminator_pass_per_batch(tmp_path, synthetic_shards, monke
     # real once + fake in the G step + fake in D step 1 + real and fake in D step 2 = 5 (was 6: real again in D step 1)
     assert len(calls) == 5
     assert len(sketches) == 2  # the driving sketch once; the references' sketches once
+
+
+def test_shared_real_pass_gives_the_losses_of_judging_the_real_frames_in_each_step(tmp_path, synthetic_shards):
+    """The first D step reads judge_real's D(real) with its logits projected on W as the generator step left it
+    (the step initialises W_i from e_i and the match moves it): the losses are those of the step without sharing."""
+    def one_step(share: bool) -> dict[str, float]:
+        cli = meta_cli(synthetic_shards, "--trainer.max_steps=3", "--trainer.logger=false",
+                       f"--trainer.default_root_dir={tmp_path}")
+        converge_spectral_norms(cli.model.projection_discriminator)  # one power iteration fewer is then no change
+        if not share:
+            cli.model.judge_real = lambda batch: None
+        torch.manual_seed(1)
+        cli.trainer.fit(cli.model, cli.datamodule)
+        skip = ("train/d/total", "train/g/total", "train/skipped_nonfinite")
+        return {k: v.item() for k, v in cli.trainer.callback_metrics.items() if k not in skip}
+
+    terms, old_terms = one_step(share=True), one_step(share=False)
+    assert terms.keys() == old_terms.keys() and {"train/g/feature_matching", "train/d/discriminator"} <= set(terms)
+    for name, value in old_terms.items():
+        assert terms[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
 
 
 def test_meta_learning_sizes_w_from_the_data_and_reloads_without_config(meta_run, synthetic_shards):

@@ -10,6 +10,8 @@ import torch
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.lightning.lpd import LPDFineTuneModule, LPDModule
 
+from spectral_norms import converge_spectral_norms  # tests/
+
 CONFIGS = resources.files("talkinghead.lightning_configs") / "lpd"
 TINY_META, TINY_FINETUNE = str(CONFIGS / "tiny_meta.yaml"), str(CONFIGS / "tiny_finetune.yaml")
 QUIET = ["--trainer.enable_progress_bar=false", "--data.init_args.num_workers=0"]
@@ -103,6 +105,32 @@ def test_generator_step_moves_w_only_through_the_identity_match(synthetic_shards
     (match,) = torch.autograd.grad(model.loss_weights["identity_match"] * terms["identity_match"], weight)
     assert match.abs().sum() > 0
     torch.testing.assert_close(total, match)
+
+
+def test_one_real_discriminator_pass_per_batch_gives_the_same_losses(synthetic_shards, tmp_path):
+    """judge_real: feature matching and the D step share D(target) (3 D passes per batch instead of 4) and the
+    pose augmentation is drawn once per batch; the losses are those of the step that judges the target twice."""
+    def one_step(share: bool) -> tuple[dict[str, float], list[str]]:
+        cli = meta_cli(synthetic_shards, "--trainer.max_steps=2", "--trainer.logger=false",
+                       f"--trainer.default_root_dir={tmp_path}")
+        model, passes = cli.model, []
+        converge_spectral_norms(model.projection_discriminator)  # one power iteration fewer is then no change
+        model.projection_discriminator.register_forward_hook(lambda *_: passes.append("D"))
+        draw = model.pose_augmentation.forward
+        model.pose_augmentation.forward = lambda *a, **k: passes.append("augment") or draw(*a, **k)
+        if not share:
+            model.judge_real = lambda batch: None
+        torch.manual_seed(1)
+        cli.trainer.fit(model, cli.datamodule)
+        skip = ("train/d/total", "train/g/total", "train/skipped_nonfinite")
+        return {k: v.item() for k, v in cli.trainer.callback_metrics.items() if k not in skip}, passes
+
+    terms, passes = one_step(share=True)
+    old_terms, old_passes = one_step(share=False)
+    assert passes == ["augment", "D", "D", "D"] and old_passes == ["augment", "D", "D", "D", "D"]
+    assert terms.keys() == old_terms.keys() and {"train/g/feature_matching", "train/d/discriminator"} <= set(terms)
+    for name, value in old_terms.items():
+        assert terms[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
 
 
 def test_video_columns_start_from_the_first_identity_embedding(synthetic_shards):

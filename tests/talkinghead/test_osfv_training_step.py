@@ -12,11 +12,12 @@ from importlib import resources
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 
 import talkinghead.flows
 from talkinghead.cli import TalkingHeadCLI
 from talkinghead.lightning.adversarial import detach_outputs
+
+from spectral_norms import converge_spectral_norms  # tests/
 
 TINY = str(resources.files("talkinghead.lightning_configs") / "osfv" / "tiny.yaml")
 
@@ -39,21 +40,6 @@ def old_keypoint_heatmaps(keypoints, shape, variance=0.01):
     grid = talkinghead.flows.coordinate_grid_3d(*shape, device=keypoints.device, dtype=keypoints.dtype)
     squared = (grid[None, None] - keypoints[:, :, None, None, None, :]).pow(2).sum(-1)
     return torch.exp(-0.5 * squared / variance)
-
-
-def converge_spectral_norms(module):
-    """Sets every spectral-norm power iteration to its fixed point, the top singular vectors of the weight.
-
-    Each D forward in training mode runs one power iteration; the new step runs D three times per batch instead of
-    four, so from unconverged vectors its sigma estimates would be one iteration apart from the old step's.
-    """
-    for layer in module.modules():
-        if hasattr(layer, "parametrizations"):
-            weight = layer.parametrizations.weight.original.detach().flatten(1)
-            v = torch.linalg.svd(weight, full_matrices=False).Vh[0]
-            for parametrization in layer.parametrizations.weight:
-                parametrization._v.copy_(v)
-                parametrization._u.copy_(F.normalize(weight @ v, dim=0))
 
 
 @pytest.fixture(scope="module")
