@@ -267,3 +267,44 @@ def test_validation_and_few_shot_setup_honour_skip_corrupt(random_shards, tmp_pa
     few = FewShotDataModule(shards=str(tmp_path), image_size=SIZE, num_references=2, skip_corrupt=True)
     few.setup("fit")
     assert str(tmp_path / "shard-000002.tar") not in few.train_urls and few.num_videos >= 1
+
+
+@pytest.mark.parametrize("module", ["pairs", "few_shot"])
+def test_items_per_clip_decodes_each_clip_once_for_its_items(random_shards, monkeypatch, module):
+    """items_per_clip = 3: one decode per clip read serves three items, each holding exactly the frames (and
+    labels) of its own frame numbers, and a shuffle buffer of items spreads one clip's items over batches."""
+    import talkinghead.datamodules.talking_heads as talking_heads
+    from talkinghead.datamodules.shard_format import decode_clip, iter_shard_samples
+    from talkinghead.datamodules.transforms import clip_to_frames
+
+    decoded = []
+    monkeypatch.setattr(talking_heads, "decode_clip", lambda sample, indices: decoded.append(sorted(indices))
+                        or decode_clip(sample, indices))
+    kind = PairsDataModule if module == "pairs" else FewShotDataModule
+    extra = {} if module == "pairs" else {"num_references": 3}
+    data = kind(shards=str(random_shards), image_size=SIZE, batch_size=3, num_workers=0, samples_per_epoch=24,
+                items_per_clip=3, flip_probability=0.0, **extra)
+    data.setup("fit")
+    epoch = batches(data.train_dataloader())
+    assert sum(len(batch["sample"]) for batch in epoch) == 24
+    assert len(decoded) == (24 + 9) // 3  # three items per decode: the 24 yielded and the 3 x 3 buffered ones
+    frames_per_item = 2 if module == "pairs" else 4
+    assert all(frames_per_item <= len(indices) <= 3 * frames_per_item for indices in decoded)
+    samples = {f"{s['__url__']}#{s['__key__']}": s for url in data.train_urls for s in iter_shard_samples(url)}
+    roles = ("source", "driving") if module == "pairs" else ("references", "driving")
+    for batch in epoch:
+        for row, name in enumerate(batch["sample"]):
+            alone = clip_to_frames(decode_clip(samples[name], batch["frame_index"][row].tolist()), SIZE)
+            images = torch.cat([batch[role][row].reshape(-1, 3, SIZE, SIZE) for role in roles])
+            landmarks = torch.cat([batch[f"{role}_landmarks"][row].reshape(-1, 68, 2) for role in roles])
+            torch.testing.assert_close(images, alone["image"])
+            torch.testing.assert_close(landmarks, alone["landmarks"])
+    together = sum(len(set(batch["sample"])) < len(batch["sample"]) for batch in epoch)
+    assert together < len(epoch)  # not every batch holds one clip's items side by side
+
+
+def test_items_per_clip_must_be_positive(random_shards):
+    from talkinghead.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="items_per_clip"):
+        PairsDataModule(shards=str(random_shards), image_size=SIZE, items_per_clip=0)
