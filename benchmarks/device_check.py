@@ -12,7 +12,8 @@ Parts, each a subprocess with its own timeout inside one time budget (``--budget
 4. the paper-scale FSTH and LPD meta-learning steps (fsth/meta_vox256.yaml, lpd/meta_vox256.yaml; 256 px, batch 4,
    bf16-mixed);
 
-then, if the budget still allows, the OSFV step in fp32 (32-true). Step parts are keyed "<model> <precision>". A
+then, if the budget still allows, the OSFV step with torch.compile (compile: true; key "osfv bf16-mixed compiled")
+and in fp32 (32-true). Step parts are keyed "<model> <precision>[ compiled]". A
 part that fails or runs out of time is recorded with its error and the log's last lines; the rest still runs.
 Usage::
 
@@ -55,6 +56,7 @@ TINY_CONFIGS = {"osfv": "lightning_configs/osfv/tiny.yaml", "fsth": "lightning_c
 LEARNING_OVERHEAD_S = 90.0
 # Longest a step measurement may take: building the paper-scale module, CUDA start-up, warm-up and timed steps.
 STEP_TIMEOUT_S = 150.0
+COMPILE_TIMEOUT_S = 240.0  # the same with torch.compile (compiling the five OSFV networks and D is in the warm-up)
 # The learning figures the summary keeps (osfv_learning.py's JSON keeps all of them).
 FREE_VIEW_GROUPS = ("yaw -20", "yaw +20", "all yaws")
 LOG_TAIL_LINES = 15
@@ -204,9 +206,13 @@ STEP_LINE = re.compile(r"current\s+median step\s+(?P<median>[\d.]+) ms\s+\(min (
 RSS_LINE = re.compile(r"peak RSS of the process: (?P<rss>[\d.]+) GiB")
 
 
-def step_part(args: argparse.Namespace, out: Path, model: str, precision: str, timeout: float) -> dict[str, Any]:
-    """Times one model's training step with train_step.py and parses its summary line."""
+def step_part(args: argparse.Namespace, out: Path, model: str, precision: str, timeout: float,
+              compile: bool = False) -> dict[str, Any]:
+    """Times one model's training step with train_step.py (``compile``: its networks torch.compiled) and parses
+    its summary line."""
     command = [sys.executable, STEP_SCRIPT, "--model", model, "--precision", precision, "--threads", str(args.threads)]
+    if compile:
+        command.append("--compile")
     if args.cpu_smoke:
         config, size, batch, steps, device = TINY_CONFIGS[model], 64, 2, 2, "cpu"
     else:
@@ -215,8 +221,8 @@ def step_part(args: argparse.Namespace, out: Path, model: str, precision: str, t
                 "--device", device]
     if not args.cpu_smoke:
         command += ["--warmup", "3"]  # CUDA start-up and allocator growth stay out of the timed steps
-    record = {"model": model, "precision": precision, "size": size, "batch": batch,
-              **run_part(f"step_{model}_{precision}", command, timeout, out)}
+    record = {"model": model, "precision": precision, "size": size, "batch": batch, "compiled": compile,
+              **run_part(f"step_{model}_{precision}{'_compiled' if compile else ''}", command, timeout, out)}
     text = Path(record["log"]).read_text(errors="replace")
     match = STEP_LINE.search(text)
     if match is None:
@@ -267,15 +273,15 @@ def main() -> int:
     main_precision = "32-true" if args.cpu_smoke else "bf16-mixed"
     steps = summary["step"]
 
-    def step(model: str, precision: str, needed: float) -> None:
+    def step(model: str, precision: str, needed: float, compile: bool = False) -> None:
         """One step part, if the budget still holds the ``needed`` seconds."""
+        key = f"{model} {precision}{' compiled' if compile else ''}"
+        limit = COMPILE_TIMEOUT_S if compile else STEP_TIMEOUT_S
         if budget.left() - 5 >= needed:
-            steps[f"{model} {precision}"] = step_part(args, out, model, precision,
-                                                      min(STEP_TIMEOUT_S, budget.left() - 5))
+            steps[key] = step_part(args, out, model, precision, min(limit, budget.left() - 5), compile)
         else:
-            steps[f"{model} {precision}"] = {"model": model, "precision": precision,
-                                             "error": f"skipped: {budget.left():.0f} s of the budget left, "
-                                                      f"~{needed:.0f} s needed"}
+            steps[key] = {"model": model, "precision": precision, "compiled": compile,
+                          "error": f"skipped: {budget.left():.0f} s of the budget left, ~{needed:.0f} s needed"}
 
     # The paper-scale OSFV step first: quick, and it must not be squeezed out by the learning run; then the learning
     # run, then the other models' steps, then fp32 (slower than bf16) with what is left.
@@ -284,7 +290,8 @@ def main() -> int:
     first = steps[f"osfv {main_precision}"].get("seconds") or STEP_TIMEOUT_S
     for model in ("fsth", "lpd"):
         step(model, main_precision, 0.0 if args.cpu_smoke else min(first, STEP_TIMEOUT_S))
-    if not args.cpu_smoke:
+    if not args.cpu_smoke:  # compiling takes minutes on a CPU: the smoke run leaves it out
+        step("osfv", main_precision, min(2 * first, COMPILE_TIMEOUT_S), compile=True)
         step("osfv", "32-true", min(1.5 * first, STEP_TIMEOUT_S))
 
     parts = [summary["learning"], *summary["step"].values()]

@@ -29,6 +29,8 @@ SITE ("before") and one from this checkout ("after"), with the same batches and 
 speed-up. Unlike ``--compare`` this also measures process-wide changes (talkinghead.allocator)::
 
     python benchmarks/train_step.py --model fsth --size 128 --batch 4 --threads 2 --against /tmp/before
+    python benchmarks/train_step.py --model lpd --size 128 --batch 4 --threads 2 --against /tmp/before \
+        -- "--model.init_args.generator.init_args.channels=[64, 64, 32, 16, 16]"   # 5 up blocks for 128 px
 
 ``--profile`` adds torch.profiler's most expensive operators over the last round's timed steps.
 """
@@ -216,12 +218,17 @@ def time_steps(module: L.LightningModule, batches: list[dict[str, Tensor]], step
                args: argparse.Namespace, profiler: torch.profiler.profile | None) -> tuple[list[float], float | None]:
     """Per-step seconds of ``steps`` timed steps after ``warmup``, and the peak GPU memory in GiB (None on CPU)."""
     timer = StepTimer(warmup, profiler)
+    callbacks: list[L.Callback] = [timer]
+    if args.compile:
+        from talkinghead.cli import CompileNetworks
+
+        callbacks.append(CompileNetworks())  # at fit start, after the EMA copy; the warm-up steps compile
     loader = [batches[i % len(batches)] for i in range(warmup + steps)]
     optimizer_steps = (1 + module.discriminator_steps) * len(loader)  # global_step counts G and D steps
     trainer = L.Trainer(accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1,
                         precision=args.precision, max_steps=optimizer_steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=[timer])
+                        limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks)
     if args.model in FEW_SHOT:
         trainer.fit(module, datamodule=InMemoryData(loader, args.size, NUM_VIDEOS))
     else:
@@ -256,8 +263,9 @@ def against(args: argparse.Namespace) -> None:
     """``--against SITE``: alternate subprocesses of this script on the package in SITE and on this checkout."""
     site = Path(args.against).resolve()
     if not (site / "talkinghead" / "__init__.py").is_file():
-        raise SystemExit(f"train_step.py: --against {site}: no installed talkinghead package there (make one with "
-                         f"pip install --no-deps --no-build-isolation --target {site} <checkout>); exit 2")
+        print(f"train_step.py: --against {site}: no installed talkinghead package there (make one with pip install "
+              f"--no-deps --no-build-isolation --target {site} <checkout>)", file=sys.stderr)
+        raise SystemExit(2)
     passed = without(sys.argv[1:], ("--against", "--rounds", "--steps", "--json"))
     per_round = [args.steps // args.rounds + (i < args.steps % args.rounds) for i in range(args.rounds)]
     versions = {"before": str(site), "after": None}
@@ -305,6 +313,8 @@ def main() -> None:
                         help="noise images or rendered synthetic heads")
     parser.add_argument("--batches", type=int, default=2, help="distinct batches cycled through")
     parser.add_argument("--compare", action="store_true", help="also time the pre-issue-13 step (see above)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the networks (as compile: true in a config); give --warmup >= 2")
     parser.add_argument("--against", metavar="SITE", help="also time the package installed in SITE (see above)")
     parser.add_argument("--json", metavar="FILE", help="write the step times as JSON (what --against reads)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators")
@@ -349,7 +359,8 @@ def main() -> None:
 
         Path(args.json).write_text(json.dumps({"package": str(Path(talkinghead.__file__).parent),
                                                "times": times["current"], "peak_gpu_gib": peaks["current"]}))
-    print(f"\n{args.model} {config}: {args.size} px, batch {args.batch}, {args.device} {args.precision}, "
+    print(f"\n{args.model} {config}: {args.size} px, batch {args.batch}, {args.device} {args.precision}"
+          f"{', compiled' if args.compile else ''}, "
           f"{torch.get_num_threads()} thread(s), {args.data} data, {args.steps} timed steps"
           f"{f' per formulation in {rounds} rounds' if args.compare else ''}")
     for name, seconds in times.items():

@@ -343,6 +343,28 @@ class AdversarialModule(L.LightningModule):
             set_rng_states(self._rng_to_restore)
         self._rng_to_restore = None
 
+    def compile_networks(self, **options: Any) -> list[str]:
+        """``torch.compile`` (``nn.Module.compile``, in place) of the generator side's networks and the frozen feature
+        networks of the perceptual losses. What ``compile: true`` in a config (``talkinghead fit --compile true``)
+        does at the start of fit. Returns the names of the networks compiled now (not those compiled before).
+
+        The discriminator and the EMA copy (inference only) stay eager: D's spectral norms update their power
+        iteration vectors in place at every forward, and a compiled D's graph keeps those vectors themselves, so
+        the D(real) judged once per batch (judge_real) could no longer be back-propagated after the generator
+        step's D pass (measured: "modified by an inplace operation" in the first D step).
+        """
+        from talkinghead.networks.vgg import _FrozenFeaturePyramid
+
+        side, names = self.generator_side(), []
+        parts = [(f"generator side.{name}", child) for name, child in side.named_children()]
+        parts = parts or [("generator side", side)]
+        parts += [(name, module) for name, module in self.named_modules() if isinstance(module, _FrozenFeaturePyramid)]
+        for name, module in parts:
+            if any(True for _ in module.parameters()) and getattr(module, "_compiled_call_impl", None) is None:
+                module.compile(**options)
+                names.append(name)
+        return names
+
     def _make_ema(self) -> None:
         if self.ema_decay is not None and self.generator_ema is None:
             self.generator_ema = AveragedModel(
