@@ -305,7 +305,7 @@ def main() -> None:
     parser.add_argument("--config", help="LightningCLI config (default: the model's tiny config)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps (per formulation with --compare)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps before each timed run")
-    parser.add_argument("--rounds", type=int, default=2, help="with --compare: alternations of the two")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare or --against: alternations of the two")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU")
