@@ -100,17 +100,25 @@ class _LPDStage(AdversarialModule):
 
     def pose_inputs(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor | None]:
         """(pose frame, target, target mask): in training the driving frame augmented (pixel changes on the pose
-        frame only, the same geometry on all three), drawn once per batch (judge_real and run_generator both
-        read it), else the driving frame as is."""
+        frame only, the same geometry on all three), drawn once per training step (judge_real and run_generator
+        both read it; outside training_step every call draws anew), else the driving frame as is."""
         driving, mask = batch["driving"], batch.get("driving_mask")
         if not (self.training and self.pose_augmentation is not None):
             return driving, driving, mask
-        cached = getattr(self, "_pose_inputs_cache", None)
-        if cached is not None and cached[0] is driving:  # the cache holds the tensor, so its id is not reused
-            return cached[1]
+        cache = getattr(self, "_pose_inputs_cache", None)
+        if cache is not None and cache.get("driving") is driving:
+            return cache["augmented"]
         augmented = self.pose_augmentation(driving, driving, mask)
-        self._pose_inputs_cache = (driving, augmented)
+        if cache is not None:
+            cache.update(driving=driving, augmented=augmented)
         return augmented
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._pose_inputs_cache: dict[str, Any] | None = {}  # one augmentation per step, even for a batch seen again
+        try:
+            return super().training_step(batch, batch_idx)
+        finally:
+            self._pose_inputs_cache = None
 
     def judge_real(self, batch: Mapping[str, Any]) -> dict[str, Any]:
         """D(target) once per batch: feature matching reads its features (detached; they do not depend on the

@@ -133,6 +133,32 @@ def test_one_real_discriminator_pass_per_batch_gives_the_same_losses(synthetic_s
         assert terms[name] == pytest.approx(value, rel=1e-5, abs=1e-7), name
 
 
+def test_pose_augmentation_is_drawn_anew_each_step_even_for_a_batch_seen_again(synthetic_shards, tmp_path):
+    """The per-step cache that lets judge_real and run_generator share one augmentation never outlives the step:
+    training twice on the very same batch tensors draws two different augmentations, and so does calling
+    pose_inputs twice outside a step."""
+    import lightning as L
+
+    cli = meta_cli(synthetic_shards)
+    batch = first_batch(cli)
+
+    class SameBatchTwice(L.LightningDataModule):
+        num_videos = cli.datamodule.num_videos
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader([batch, batch], batch_size=None)
+
+    model, targets = cli.model, []
+    draw = model.pose_augmentation.forward
+    model.pose_augmentation.forward = lambda *a, **k: targets.append(draw(*a, **k)) or targets[-1]
+    trainer = L.Trainer(accelerator="cpu", max_steps=4, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=SameBatchTwice())
+    assert len(targets) == 2 and not torch.equal(targets[0][1], targets[1][1])
+    model.train()
+    assert not torch.equal(model.pose_inputs(batch)[1], model.pose_inputs(batch)[1])
+
+
 def test_video_columns_start_from_the_first_identity_embedding(synthetic_shards):
     cli = meta_cli(synthetic_shards)
     model, batch = cli.model, first_batch(cli)
