@@ -56,7 +56,7 @@ TINY_CONFIGS = {"osfv": "lightning_configs/osfv/tiny.yaml", "fsth": "lightning_c
 LEARNING_OVERHEAD_S = 90.0
 # Longest a step measurement may take: building the paper-scale module, CUDA start-up, warm-up and timed steps.
 STEP_TIMEOUT_S = 150.0
-COMPILE_TIMEOUT_S = 240.0  # the same with torch.compile (compiling the five OSFV networks and D is in the warm-up)
+COMPILE_TIMEOUT_S = 240.0  # the same with torch.compile (compiling OSFV's five networks and the VGG is in the warm-up)
 # The learning figures the summary keeps (osfv_learning.py's JSON keeps all of them).
 FREE_VIEW_GROUPS = ("yaw -20", "yaw +20", "all yaws")
 LOG_TAIL_LINES = 15

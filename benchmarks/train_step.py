@@ -267,6 +267,7 @@ def against(args: argparse.Namespace) -> None:
               f"--no-deps --no-build-isolation --target {site} <checkout>)", file=sys.stderr)
         raise SystemExit(2)
     passed = without(sys.argv[1:], ("--against", "--rounds", "--steps", "--json"))
+    split = passed.index("--") if "--" in passed else len(passed)  # the overrides stay last
     per_round = [args.steps // args.rounds + (i < args.steps % args.rounds) for i in range(args.rounds)]
     versions = {"before": str(site), "after": None}
     times: dict[str, list[float]] = {name: [] for name in versions}
@@ -278,7 +279,6 @@ def against(args: argparse.Namespace) -> None:
                 if path is not None:
                     env["PYTHONPATH"] = os.pathsep.join([path, *filter(None, [env.get("PYTHONPATH")])])
                 out = Path(folder) / f"{name}.json"
-                split = passed.index("--") if "--" in passed else len(passed)  # overrides stay last
                 command = [sys.executable, __file__, *passed[:split], "--steps", str(steps), "--json", str(out),
                            *passed[split:]]
                 run = subprocess.run(command, env=env, capture_output=True, text=True)

@@ -170,12 +170,14 @@ def _finite(tensors: Iterable[Tensor]) -> Tensor:
             groups.setdefault((tensor.device, tensor.dtype), []).append(tensor.detach())
     if not groups:
         return torch.tensor(True)
-    found = []
+    flags = []
     for (device, _), group in groups.items():
-        found_nonfinite = torch.zeros(1, device=device)
-        torch._amp_foreach_non_finite_check_and_unscale_(group, found_nonfinite, torch.ones(1, device=device))
-        found.append(found_nonfinite.to(group[0].device if len(groups) == 1 else "cpu"))
-    return torch.stack(found).sum() == 0
+        flag = torch.zeros(1, device=device)  # set to 1 by the kernel when a group holds an inf or NaN
+        torch._amp_foreach_non_finite_check_and_unscale_(group, flag, torch.ones(1, device=device))
+        flags.append(flag)
+    if len({flag.device for flag in flags}) > 1:
+        flags = [flag.cpu() for flag in flags]
+    return torch.cat(flags).sum() == 0
 
 
 def detach_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
