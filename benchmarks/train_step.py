@@ -117,7 +117,8 @@ class Reference:
 
 class FewShotReference:
     """FSTH's step before issue 16, LPD's before issue 17: the loss hooks judge the real frames themselves (D runs
-    on them in the generator step's feature matching and again in the first D step)."""
+    on them in the generator step's feature matching and again in the first D step), and the weights keep PyTorch's
+    default layout."""
 
     heatmaps = staticmethod(nullcontext)  # nothing to swap
 
@@ -125,6 +126,7 @@ class FewShotReference:
     def of(cls, module: L.LightningModule) -> L.LightningModule:
         reference = copy.deepcopy(module)
         reference.judge_real = lambda batch: None
+        reference.channels_last = False
         return reference
 
 

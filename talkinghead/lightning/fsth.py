@@ -169,6 +169,8 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         discriminator_steps: D updates per G update (2 in the paper).
         ema_decay: decay of an EMA of E and G used for inference; None for none.
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
+        channels_last: conv weights and activations channels-last in training; None: on the CPU only
+            (AdversarialModule).
         video_columns_init: "embedding" sets each W_i to its video's first e_i before the embedding match starts
             pulling (keeps the embedder alive; see :meth:`VideoColumnsMetaLearning.initialise_video_columns`);
             "random" keeps the N(0, 0.02^2) rows, which collapsed e to 0 on tiny runs.
@@ -193,6 +195,7 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
         discriminator_steps: int = 2,
         ema_decay: float | None = None,
         nonfinite_patience: int = 10,
+        channels_last: bool | None = None,
         video_columns_init: str = "embedding",
     ) -> None:
         self.check_video_columns_init(video_columns_init)
@@ -203,6 +206,7 @@ class FSTHModule(VideoColumnsMetaLearning, _FSTHStage):
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
             nonfinite_patience=nonfinite_patience,
+            channels_last=channels_last,
             default_lr=(5e-5, 2e-4),
             default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
@@ -297,6 +301,8 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
         discriminator_steps: D updates per G update.
         ema_decay: decay of an EMA of G and psi' used for inference; None for none.
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
+        channels_last: conv weights and activations channels-last in training; None: on the CPU only
+            (AdversarialModule).
 
     The content loss reuses the meta checkpoint's feature networks (the same VGG19 / VGGFace).
     """
@@ -316,6 +322,7 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
         discriminator_steps: int = 2,
         ema_decay: float | None = None,
         nonfinite_patience: int = 10,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -324,6 +331,7 @@ class FSTHFineTuneModule(PersonFineTuning, _FSTHStage):
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
             nonfinite_patience=nonfinite_patience,
+            channels_last=channels_last,
             default_lr=(5e-5, 2e-4),
             default_loss_weights=PAPER_FINETUNE_LOSS_WEIGHTS,
         )

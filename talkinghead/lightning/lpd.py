@@ -210,6 +210,8 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         discriminator_steps: D updates per G update.
         ema_decay: decay of the EMA of the encoders and the generator used for inference (0.999); None for none.
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
+        channels_last: conv weights and activations channels-last in training; None: on the CPU only
+            (AdversarialModule).
         video_columns_init: "embedding" sets each W_i to its video's first identity embedding before the identity
             match pulls (as FSTH; :meth:`VideoColumnsMetaLearning.initialise_video_columns`); "random" keeps W's
             N(0, 0.02^2) rows.
@@ -238,6 +240,7 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
         discriminator_steps: int = 1,
         ema_decay: float | None = 0.999,
         nonfinite_patience: int = 10,
+        channels_last: bool | None = None,
         video_columns_init: str = "embedding",
     ) -> None:
         self.check_video_columns_init(video_columns_init)
@@ -248,6 +251,7 @@ class LPDModule(VideoColumnsMetaLearning, _LPDStage):
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
             nonfinite_patience=nonfinite_patience,
+            channels_last=channels_last,
             default_lr=(2e-4, 2e-4),
             default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
@@ -345,6 +349,8 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
         discriminator_steps: D updates per G update.
         ema_decay: decay of an EMA of the generator and the identity embedding used for inference; None for none.
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
+        channels_last: conv weights and activations channels-last in training; None: on the CPU only
+            (AdversarialModule).
 
     The losses reuse the meta checkpoint's feature networks and face crop.
     """
@@ -366,6 +372,7 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
         discriminator_steps: int = 1,
         ema_decay: float | None = 0.999,
         nonfinite_patience: int = 10,
+        channels_last: bool | None = None,
     ) -> None:
         super().__init__(
             loss_weights=loss_weights,
@@ -374,6 +381,7 @@ class LPDFineTuneModule(PersonFineTuning, _LPDStage):
             discriminator_steps=discriminator_steps,
             ema_decay=ema_decay,
             nonfinite_patience=nonfinite_patience,
+            channels_last=channels_last,
             default_lr=(5e-4, 8e-4),
             default_optimizer=torch.optim.RAdam,
             default_loss_weights=PAPER_FINETUNE_LOSS_WEIGHTS,

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from talkinghead.errors import ConfigError
 from talkinghead.geometry import rotation_matrix
-from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli, to_channels_last
+from talkinghead.lightning.adversarial import AdversarialModule, built_by_cli
 from talkinghead.losses import (
     DeformationPriorLoss,
     DiscriminatorHingeLoss,
@@ -74,9 +74,8 @@ class OSFVModule(AdversarialModule):
         discriminator_optimizer: optimizer for D (default Adam 2e-4, betas 0.5/0.999).
         ema_decay: decay of an EMA of the generator side used for inference; None for none.
         nonfinite_patience: consecutive non-finite steps skipped before the run stops (AdversarialModule).
-        channels_last: keep the conv weights, and so the activations, channels-last (NHWC / NDHWC) in training;
-            None does so on the CPU only, where oneDNN runs the tiny step ~1.3x faster in that layout, and leaves
-            GPU runs in PyTorch's default layout (not measured there yet).
+        channels_last: conv weights and activations channels-last in training; None: on the CPU only
+            (AdversarialModule).
         flow_rotation_from_labels: not in the paper, for short runs on labelled (synthetic) data: in training the
             first-order flows use the rotations of the batch's stored pose labels (rows without labels keep H's),
             while H still learns them through the head-pose loss; inference always uses H. Early H is wrong by
@@ -116,6 +115,7 @@ class OSFVModule(AdversarialModule):
             discriminator_optimizer=discriminator_optimizer,
             ema_decay=ema_decay,
             nonfinite_patience=nonfinite_patience,
+            channels_last=channels_last,
             default_loss_weights=PAPER_LOSS_WEIGHTS,
         )
         networks = ["appearance", "canonical_keypoints", "head_pose", "motion", "generator", "discriminator"]
@@ -141,16 +141,9 @@ class OSFVModule(AdversarialModule):
         self.keypoint_prior = KeypointPriorLoss()
         self.head_pose_loss = HeadPoseLoss(None if hopenet_weights is None else load_hopenet(hopenet_weights))
         self.deformation_prior = DeformationPriorLoss()
-        self.channels_last = channels_last
         self.flow_rotation_from_labels = flow_rotation_from_labels
 
     # -- the adversarial hooks -----------------------------------------------------------------------------------
-
-    def setup(self, stage: str) -> None:
-        self.check_data_image_size()
-        if self.channels_last or (self.channels_last is None and self._runs_on_cpu()):
-            to_channels_last(self)  # before the EMA copies the generator side and DDP wraps the module
-        super().setup(stage)
 
     def _fits(self, size: int) -> bool:
         probe = torch.zeros(1, 3, size, size, device=self.device)
@@ -173,11 +166,6 @@ class OSFVModule(AdversarialModule):
         working = [n for n in near[:6] if n != size and self._fits(n)][:2]
         raise ConfigError(f"data image_size {size} does not fit this OSFV configuration (its down- and up-sampling "
                           f"do not meet); use e.g. {' or '.join(map(str, working)) or 'a multiple of 64'}")
-
-    def _runs_on_cpu(self) -> bool:
-        # Called by a Trainer before it moves the module to its device; scripts also call setup without one.
-        device = self.device if self._trainer is None else self.trainer.strategy.root_device
-        return device.type == "cpu"
 
     def generator_side(self) -> nn.Module:
         return self.networks
