@@ -38,6 +38,7 @@ from talkinghead.losses import (
     FeatureMatchingLoss,
     GeneratorHingeLoss,
     PerceptualPyramidLoss,
+    in_memory_order,
 )
 from talkinghead.networks.few_shot_models import FSTHModel, FSTHPersonModel
 from talkinghead.sketch import draw_sketch
@@ -114,7 +115,7 @@ class _FSTHStage(AdversarialModule):
         target, prediction, sketch = batch["driving"], outputs["prediction"], outputs["sketch"]
         terms: dict[str, Tensor] = {}
         if self.wants("l1"):
-            terms["l1"] = F.l1_loss(prediction, target)
+            terms["l1"] = F.l1_loss(*in_memory_order(prediction, target))
         if self.wants("content_vgg19"):
             terms["content_vgg19"] = self.content_vgg19(prediction, target)
         if self.wants("content_vggface") and self.content_vggface is not None:

@@ -43,6 +43,7 @@ from talkinghead.losses import (
     FeatureMatchingLoss,
     GeneratorHingeLoss,
     PerceptualPyramidLoss,
+    in_memory_order,
 )
 from talkinghead.networks.few_shot_models import LPDModel, LPDPersonGenerator, LPDPersonModel
 
@@ -148,7 +149,7 @@ class _LPDStage(AdversarialModule):
         prediction, target = outputs["prediction"], outputs["target"]
         terms: dict[str, Tensor] = {}
         if self.wants("l1"):
-            terms["l1"] = F.l1_loss(prediction, target)
+            terms["l1"] = F.l1_loss(*in_memory_order(prediction, target))
         if self.wants("perceptual"):
             terms["perceptual"] = self.perceptual(prediction, target)
         if self.wants("face_perceptual") and self.face_perceptual is not None:

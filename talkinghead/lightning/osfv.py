@@ -30,6 +30,7 @@ from talkinghead.losses import (
     HeadPoseLoss,
     KeypointPriorLoss,
     PerceptualPyramidLoss,
+    in_memory_order,
 )
 from talkinghead.metrics import psnr_per_image
 from talkinghead.networks.osfv_model import OSFVModel, compose_driving_pose
@@ -201,7 +202,7 @@ class OSFVModule(AdversarialModule):
         pose = outputs["driving_pose"]
         terms: dict[str, Tensor] = {}
         if self.wants("l1"):
-            terms["l1"] = F.l1_loss(prediction, driving)
+            terms["l1"] = F.l1_loss(*in_memory_order(prediction, driving))
         if self.wants("perceptual"):
             terms["perceptual"] = self.perceptual(prediction, driving)
             if self.face_perceptual is not None:

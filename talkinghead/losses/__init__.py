@@ -4,6 +4,7 @@ from talkinghead.losses.adversarial import DiscriminatorHingeLoss, FeatureMatchi
 from talkinghead.losses.embedding import EmbeddingMatchLoss
 from talkinghead.losses.equivariance import EquivarianceLoss, WarpTransform
 from talkinghead.losses.head_pose import HeadPoseLoss, Hopenet, load_hopenet
+from talkinghead.losses.layout import in_memory_order
 from talkinghead.losses.mask import DiceLoss
 from talkinghead.losses.perceptual import FaceVGGLoss, PerceptualPyramidLoss
 from talkinghead.losses.priors import DeformationPriorLoss, KeypointPriorLoss
@@ -23,4 +24,5 @@ __all__ = [
     "HeadPoseLoss",
     "Hopenet",
     "load_hopenet",
+    "in_memory_order",
 ]

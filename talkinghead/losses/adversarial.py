@@ -13,6 +13,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from talkinghead.losses.layout import in_memory_order
+
 __all__ = ["GeneratorHingeLoss", "DiscriminatorHingeLoss", "FeatureMatchingLoss"]
 
 
@@ -89,6 +91,7 @@ class FeatureMatchingLoss(nn.Module):
             real_features, fake_features = real_scale["features"], fake_scale["features"]
             if len(real_features) != len(fake_features) or not real_features:
                 raise ValueError("real and fake outputs need the same, non-zero number of feature maps")
-            layers = [(f - r.detach()).abs().mean() for r, f in zip(real_features, fake_features)]
+            pairs = [in_memory_order(f, r.detach()) for r, f in zip(real_features, fake_features)]
+            layers = [(f - r).abs().mean() for f, r in pairs]
             total = total + sum(layers) / len(layers)
         return total / len(real_scales)

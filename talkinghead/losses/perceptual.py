@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from talkinghead.losses.layout import in_memory_order
+
 __all__ = ["PerceptualPyramidLoss", "FaceVGGLoss", "image_pyramid"]
 
 
@@ -80,6 +82,7 @@ class PerceptualPyramidLoss(nn.Module):
             if len(x_features) != len(self.layer_weights):
                 raise ValueError(f"{len(x_features)} feature maps but {len(self.layer_weights)} layer weights")
             for weight, fx, fy in zip(self.layer_weights, x_features, y_features):
+                fx, fy = in_memory_order(fx, fy)
                 total = total + weight * (fx - fy).abs().mean()
         return total
 
