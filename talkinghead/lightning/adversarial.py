@@ -49,7 +49,8 @@ from torch.optim.swa_utils import AveragedModel
 from talkinghead.errors import ConfigError
 from talkinghead.metrics import psnr_per_image
 
-__all__ = ["AdversarialModule", "NonFiniteTrainingError", "built_by_cli", "class_from_path", "to_channels_last"]
+__all__ = ["AdversarialModule", "ExponentialMovingAverage", "NonFiniteTrainingError", "built_by_cli", "class_from_path",
+           "tensor_slots", "to_channels_last"]
 
 
 def _default_optimizer(kind: type[torch.optim.Optimizer], lr: float, betas: tuple[float, float]) -> OptimizerCallable:
@@ -90,6 +91,47 @@ def to_channels_last(module: nn.Module) -> nn.Module:
             layout = torch.channels_last if tensor.dim() == 4 else torch.channels_last_3d
             tensor.data = tensor.data.contiguous(memory_format=layout)
     return module
+
+
+def tensor_slots(module: nn.Module, kinds: tuple[str, ...] = ("_parameters", "_buffers"),
+                 skip: str | None = None) -> list[tuple[str, dict[str, Tensor | None], str]]:
+    """(qualified name, owning module's ``_parameters``/``_buffers`` dict, key) for each of the module's tensors of
+    those kinds, in the order of ``named_parameters()`` then ``named_buffers()`` (shared tensors once; submodules
+    named ``skip`` and below left out). Read through the dicts, a tensor that ``.to()`` or a new assignment replaced
+    is still found; walking the module tree per training step to find them cost ~1 ms per ~250 tensors on the CPU.
+    """
+    slots, seen = [], set()
+    for kind in kinds:
+        for prefix, owner in module.named_modules():
+            if skip is not None and (prefix == skip or prefix.startswith(skip + ".")):
+                continue
+            tensors = getattr(owner, kind)
+            for key, tensor in tensors.items():
+                if tensor is not None and id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    slots.append((f"{prefix}.{key}" if prefix else key, tensors, key))
+    return slots
+
+
+class ExponentialMovingAverage(AveragedModel):
+    """``AveragedModel`` (all tensors averaged, ``use_buffers=True``) whose update reads the two networks' tensors
+    through slots found once (:func:`tensor_slots`) instead of gathering, detaching and grouping them per step:
+    the same arithmetic (``multi_avg_fn`` over all of them; the first update copies), 4.4-6.8 -> 1.0-1.2 ms of a ~170 ms tiny
+    LPD step on the CPU. Both networks must sit on one device with one dtype per tensor pair (the EMA is a copy)."""
+
+    def update_parameters(self, model: nn.Module) -> None:
+        cache = self.__dict__.get("_slots")
+        if cache is None or cache[0] != id(model):
+            cache = self.__dict__["_slots"] = (id(model), tensor_slots(self.module), tensor_slots(model))
+        _, mine, theirs = cache
+        averaged = [tensors[key] for _, tensors, key in mine]
+        current = [tensors[key] for _, tensors, key in theirs]
+        with torch.no_grad():
+            if self.n_averaged == 0:
+                torch._foreach_copy_(averaged, current)
+            else:
+                self.multi_avg_fn(averaged, current, self.n_averaged)
+        self.n_averaged += 1
 
 
 def ema_with_warmup(decay: float) -> Any:
@@ -314,6 +356,7 @@ class AdversarialModule(L.LightningModule):
         if self.channels_last or (self.channels_last is None and self._runs_on_cpu()):
             to_channels_last(self)  # before the EMA copies the generator side and DDP wraps the module
         self._make_ema()
+        self.__dict__.pop("_trained_buffer_slots", None)  # subclasses' setup may have re-registered buffers
 
     def _runs_on_cpu(self) -> bool:
         # Called by a Trainer before it moves the module to its device; scripts also call setup without one.
@@ -382,7 +425,7 @@ class AdversarialModule(L.LightningModule):
 
     def _make_ema(self) -> None:
         if self.ema_decay is not None and self.generator_ema is None:
-            self.generator_ema = AveragedModel(
+            self.generator_ema = ExponentialMovingAverage(
                 self.generator_side(), multi_avg_fn=ema_with_warmup(self.ema_decay), use_buffers=True
             )
             self.generator_ema.requires_grad_(False)
@@ -456,7 +499,10 @@ class AdversarialModule(L.LightningModule):
 
     def _trained_buffers(self) -> dict[str, Tensor]:
         """The trained networks' buffers (BatchNorm statistics and counts), which a forward pass in training moves."""
-        return {name: buffer for name, buffer in self.named_buffers() if not name.startswith("generator_ema.")}
+        slots = self.__dict__.get("_trained_buffer_slots")
+        if slots is None:  # found once per fit (setup forgets them)
+            slots = self.__dict__["_trained_buffer_slots"] = tensor_slots(self, ("_buffers",), skip="generator_ema")
+        return {name: tensors[key] for name, tensors, key in slots}
 
     def _skip_nonfinite(self, saved: dict[str, Tensor], terms: Mapping[str, Tensor]) -> None:
         """Undo what the skipped batch's forward passes did to the buffers, count it, stop after the patience."""

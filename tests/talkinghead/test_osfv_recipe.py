@@ -140,6 +140,36 @@ def test_ema_decay_warms_up_so_a_short_run_does_not_remember_the_untrained_weigh
     assert ema.module[1].num_batches_tracked == net[1].num_batches_tracked
 
 
+def test_exponential_moving_average_updates_as_averaged_model_and_follows_replaced_buffers():
+    """ExponentialMovingAverage finds the tensors once; its averages equal torch's AveragedModel's step by step, and
+    a buffer replaced after the first update (as .to() or a new assignment does) is still the one averaged."""
+    import copy
+
+    from torch.optim.swa_utils import AveragedModel
+
+    from talkinghead.lightning.adversarial import ExponentialMovingAverage, ema_with_warmup
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    twin = copy.deepcopy(net)
+    fast = ExponentialMovingAverage(net, multi_avg_fn=ema_with_warmup(0.9), use_buffers=True)
+    reference = AveragedModel(twin, multi_avg_fn=ema_with_warmup(0.9), use_buffers=True)
+    for step in range(5):
+        x = torch.randn(4, 3)
+        for model in (net, twin):
+            with torch.no_grad():
+                model[0].weight.add_(0.1 * (step + 1))
+            model(x)  # BatchNorm statistics and its integer count move too
+        if step == 2:
+            for model in (net, twin):
+                model[1].running_mean = model[1].running_mean + 1.0  # a new tensor object
+        fast.update_parameters(net)
+        reference.update_parameters(twin)
+        for (name, mine), theirs in zip(fast.module.state_dict().items(), reference.module.state_dict().values()):
+            torch.testing.assert_close(mine, theirs, msg=f"step {step}: {name}")
+    assert int(fast.n_averaged) == 5
+
+
 def test_flows_take_the_labelled_rotation_in_training_only_and_where_labels_exist():
     from talkinghead.geometry import rotation_matrix
     from talkinghead.lightning.osfv import with_labelled_rotation
