@@ -116,8 +116,9 @@ def tensor_slots(module: nn.Module, kinds: tuple[str, ...] = ("_parameters", "_b
 class ExponentialMovingAverage(AveragedModel):
     """``AveragedModel`` (all tensors averaged, ``use_buffers=True``) whose update reads the two networks' tensors
     through slots found once (:func:`tensor_slots`) instead of gathering, detaching and grouping them per step:
-    the same arithmetic (``multi_avg_fn`` over all of them; the first update copies), 4.4-6.8 -> 1.0-1.2 ms of a ~170 ms tiny
-    LPD step on the CPU. Both networks must sit on one device with one dtype per tensor pair (the EMA is a copy)."""
+    the same arithmetic (``multi_avg_fn`` over all of them; the first update copies), 4.4-6.8 -> 1.0-1.2 ms of a
+    ~170 ms tiny LPD step on the CPU. Both networks must sit on one device with one dtype per tensor pair (the EMA
+    is a copy)."""
 
     def update_parameters(self, model: nn.Module) -> None:
         cache = self.__dict__.get("_slots")
