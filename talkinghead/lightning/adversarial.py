@@ -121,6 +121,8 @@ class ExponentialMovingAverage(AveragedModel):
     is a copy)."""
 
     def update_parameters(self, model: nn.Module) -> None:
+        if self.multi_avg_fn is None or not self.use_buffers:
+            return super().update_parameters(model)  # what the fast path does not do: avg_fn, parameters only
         cache = self.__dict__.get("_slots")
         if cache is None or cache[0] != id(model):
             cache = self.__dict__["_slots"] = (id(model), tensor_slots(self.module), tensor_slots(model))
