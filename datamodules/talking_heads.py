@@ -41,7 +41,16 @@ from .shard_format import (
     read_index,
     sample_num_frames,
 )
-from .transforms import Augment, ColorJitter, Frames, clip_to_frames, remove_background, select
+from .transforms import (
+    Augment,
+    ColorJitter,
+    Frames,
+    clip_to_frames,
+    from_uint8,
+    remove_background,
+    select,
+    to_uint8,
+)
 
 __all__ = ["ShardDataModule", "PairsDataModule", "FewShotDataModule", "PersonDataModule"]
 
@@ -233,6 +242,8 @@ class ItemBuilder:
         remove_background: multiply each frame by its foreground mask where the shard stores one.
     """
 
+    uint8_transfer = False  # training items as to_uint8 makes them, their colour jitter left to from_uint8
+
     def __init__(self, image_size: int, augment: Augment, remove_background: bool = False) -> None:
         self.image_size, self.augment, self.remove_background = image_size, augment, remove_background
         self._decoded: tuple[Sample, list[int], Clip, Frames] | None = None  # train_many's one decode of a clip
@@ -258,8 +269,17 @@ class ItemBuilder:
         """The item of those frames, augmented with ``rng`` (None: not augmented)."""
         raise NotImplementedError
 
+    def augmented(self, frames: Frames, rng: random.Random) -> tuple[Frames, dict[str, Any]]:
+        """Training frames augmented, and the item's extra fields: with uint8_transfer the colour jitter is only
+        drawn, and travels as ``color_jitter`` parameters for from_uint8 to apply on the training device."""
+        if not self.uint8_transfer:
+            return self.augment(frames, rng), {}
+        frames, color = self.augment.flip_and_draw(frames, rng)
+        return frames, {} if color is None else {"color_jitter": torch.tensor(color, dtype=torch.float32)}
+
     def train(self, sample: Sample, rng: random.Random) -> dict[str, Any]:
-        return self.build(sample, self.train_indices(sample_num_frames(sample), rng), rng)
+        item = self.build(sample, self.train_indices(sample_num_frames(sample), rng), rng)
+        return to_uint8(item) if self.uint8_transfer else item
 
     def train_many(self, sample: Sample, rng: random.Random, count: int) -> list[dict[str, Any]]:
         """``count`` training items of one clip from ONE decode of the frames they use together (an mp4 is then
@@ -273,7 +293,8 @@ class ItemBuilder:
         frames = clip_to_frames(clip, self.image_size)
         self._decoded = (sample, union, clip, remove_background(frames) if self.remove_background else frames)
         try:
-            return [self.build(sample, indices, rng) for indices in chosen]
+            items = [self.build(sample, indices, rng) for indices in chosen]
+            return [to_uint8(item) for item in items] if self.uint8_transfer else items
         finally:
             self._decoded = None
 
@@ -312,6 +333,13 @@ class ShardDataModule(L.LightningDataModule):
             frames), decoded together: an mp4 clip is decoded once for all of them. 1 (the default) reads a clip
             per item; 4 made the 256-px pairs stream ~2x faster (benchmarks/data_throughput.py) at the price of
             items that come four to a clip (spread over batches by a shuffle buffer of items).
+        uint8_transfer: training items leave the DataLoader workers with uint8 images and masks (a quarter of the
+            bytes) and with their colour jitter drawn but not applied; ``on_after_batch_transfer`` turns the batch
+            back into float32 and applies the jitter, batched, on the training device. For GPU training, where
+            the workers' copying and the jitter's float work limit the stream (benchmarks/data_throughput.py).
+            Exact for frames used at their stored size; resized frames move by at most 1/510. Validation and
+            the person mode's loaders are unchanged; a loop over ``train_dataloader()`` outside a Trainer gets
+            uint8 batches, which ``transforms.from_uint8`` (or this hook) converts.
     """
 
     def __init__(
@@ -330,6 +358,7 @@ class ShardDataModule(L.LightningDataModule):
         skip_corrupt: bool = False,
         remove_background: bool = False,
         items_per_clip: int = 1,
+        uint8_transfer: bool = False,
     ) -> None:
         super().__init__()
         if image_size < 8:
@@ -344,6 +373,7 @@ class ShardDataModule(L.LightningDataModule):
         self.samples_per_epoch, self.val_samples = samples_per_epoch, val_samples
         self.shuffle_buffer, self.seed, self.skip_corrupt = shuffle_buffer, seed, skip_corrupt
         self.remove_background, self.items_per_clip = remove_background, items_per_clip
+        self.uint8_transfer = uint8_transfer
         self.augment = Augment(flip_probability=flip_probability, color=color_jitter)
         self.train_urls: list[str] = []
         self.val_items: Dataset | None = None
@@ -418,6 +448,7 @@ class ShardDataModule(L.LightningDataModule):
         if self._skipped is None:  # made in the process that trains (a ddp_spawn rank), inherited by its workers
             self._skipped = multiprocessing.Array("q", 2)
         items = self.items()
+        items.uint8_transfer = self.uint8_transfer
         stream = ClipStream(
             self.train_urls,
             rank=rank,
@@ -439,6 +470,10 @@ class ShardDataModule(L.LightningDataModule):
         # The loader's own generator: creating its iterator then leaves the global torch RNG alone, so a resumed
         # run's RNG (restored by AdversarialModule) meets the training step exactly where it was saved.
         return self._loader(stream, generator=torch.Generator().manual_seed(self.seed))
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """A uint8_transfer batch as float32, its colour jitter applied on the device it now lives on."""
+        return from_uint8(batch, self.augment.color) if isinstance(batch, dict) else batch
 
     def state_dict(self) -> dict[str, Any]:
         """Where the training stream stands, for exact resume: epochs streamed and batches of the current one."""
@@ -495,9 +530,9 @@ class PairItems(ItemBuilder):
 
     def build(self, sample: Sample, indices: list[int], rng: random.Random | None) -> dict[str, Any]:
         clip, frames = self.decode(sample, indices)
-        if rng is not None:
-            frames = self.augment(frames, rng)
+        frames, extra = (frames, {}) if rng is None else self.augmented(frames, rng)
         return {
+            **extra,
             **role_fields(select(frames, 0), "source"),
             **role_fields(select(frames, 1), "driving"),
             **self.provenance(sample, clip, indices),
@@ -582,9 +617,9 @@ class FewShotItems(ItemBuilder):
 
     def build(self, sample: Sample, indices: list[int], rng: random.Random | None) -> dict[str, Any]:
         clip, frames = self.decode(sample, indices)
-        if rng is not None:
-            frames = self.augment(frames, rng)
+        frames, extra = (frames, {}) if rng is None else self.augmented(frames, rng)
         return {
+            **extra,
             **role_fields(select(frames, slice(0, -1)), "references"),
             **role_fields(select(frames, -1), "driving"),
             "video_index": torch.tensor(self.video_to_index.get(clip.meta.video, -1), dtype=torch.int64),

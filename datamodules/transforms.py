@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import kornia.enhance as KE
 import numpy as np
@@ -13,11 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from talkinghead.batch import ROLES
 from talkinghead.landmarks import FLIP_PERMUTATION
 
 from .shard_format import Clip
 
-__all__ = ["Frames", "clip_to_frames", "hflip", "ColorJitter", "Augment", "select", "remove_background"]
+__all__ = [
+    "Frames", "clip_to_frames", "hflip", "ColorJitter", "Augment", "select", "remove_background", "to_uint8",
+    "from_uint8", "UNKNOWN_MASK",
+]
 
 
 class Frames(TypedDict):
@@ -92,17 +97,33 @@ class ColorJitter:
     saturation: float = 0.1  # factor drawn from [1 - s, 1 + s]
     hue: float = 0.02  # shift drawn from [-h, h] turns (1 = 2 pi radians)
 
-    def __call__(self, image: Tensor, rng: random.Random) -> Tensor:
-        """(n, 3, s, s) in [0, 1] -> (n, 3, s, s) in [0, 1]."""
+    def draw(self, rng: random.Random) -> list[float]:
+        """One sample's parameters: [brightness shift, contrast factor, saturation factor, hue shift in radians],
+        the identity (0, 1, 1, 0) for the changes turned off (which draw nothing from ``rng``)."""
+        return [
+            rng.uniform(-self.brightness, self.brightness) if self.brightness else 0.0,
+            rng.uniform(1 - self.contrast, 1 + self.contrast) if self.contrast else 1.0,
+            rng.uniform(1 - self.saturation, 1 + self.saturation) if self.saturation else 1.0,
+            rng.uniform(-self.hue, self.hue) * 2 * math.pi if self.hue else 0.0,
+        ]
+
+    def apply(self, image: Tensor, params: Sequence[float] | Tensor) -> Tensor:
+        """(n, 3, s, s) in [0, 1] -> (n, 3, s, s) in [0, 1], with ``draw``'s four parameters for all n images, or
+        an (n, 4) tensor of them, one row per image (a batch of samples at once, e.g. on the training device)."""
+        brightness, contrast, saturation, hue = params.unbind(-1) if isinstance(params, Tensor) else params
         if self.brightness:
-            image = KE.adjust_brightness(image, rng.uniform(-self.brightness, self.brightness))
+            image = KE.adjust_brightness(image, brightness)
         if self.contrast:
-            image = KE.adjust_contrast(image, rng.uniform(1 - self.contrast, 1 + self.contrast))
+            image = KE.adjust_contrast(image, contrast)
         if self.saturation:
-            image = KE.adjust_saturation(image, rng.uniform(1 - self.saturation, 1 + self.saturation))
+            image = KE.adjust_saturation(image, saturation)
         if self.hue:
-            image = KE.adjust_hue(image, rng.uniform(-self.hue, self.hue) * 2 * math.pi)
+            image = KE.adjust_hue(image, hue)
         return image.clamp(0.0, 1.0)
+
+    def __call__(self, image: Tensor, rng: random.Random) -> Tensor:
+        """(n, 3, s, s) in [0, 1] -> (n, 3, s, s) in [0, 1], one random change for all n images."""
+        return self.apply(image, self.draw(rng))
 
 
 @dataclass
@@ -113,13 +134,59 @@ class Augment:
     color: ColorJitter | None = None  # colour jitter, or None for none
 
     def __call__(self, frames: Frames, rng: random.Random) -> Frames:
+        frames, color = self.flip_and_draw(frames, rng)
+        if color is not None:
+            frames = Frames(**{**frames, "image": self.color.apply(frames["image"], color)})
+        return frames
+
+    def flip_and_draw(self, frames: Frames, rng: random.Random) -> tuple[Frames, list[float] | None]:
+        """The flip done, and the colour jitter's parameters drawn but not applied (None without jitter): the
+        same random draws as ``__call__``, for a jitter applied later (``from_uint8``)."""
         if rng.random() < self.flip_probability:
             frames = hflip(frames)
-        if self.color is not None:
-            frames = Frames(**{**frames, "image": self.color(frames["image"], rng)})
-        return frames
+        return frames, None if self.color is None else self.color.draw(rng)
 
 
 def select(frames: Frames, indices: slice | list[int] | int) -> Frames:
     """A subset of the frames along the first axis."""
     return Frames(**{name: value[indices] for name, value in frames.items()})
+
+
+UNKNOWN_MASK = 255  # a uint8 mask's value where the float mask is NaN (no mask stored)
+
+
+def to_uint8(item: dict[str, Any]) -> dict[str, Any]:
+    """A training item with its images and masks as uint8, a quarter of the bytes to carry from a DataLoader
+    worker: images round(255 x), masks 0 / 1 with UNKNOWN_MASK where unknown. :func:`from_uint8` undoes it.
+
+    Exact for frames used as decoded (their values are k / 255); resized frames move by at most 1/510.
+    """
+    item = dict(item)
+    for role in ROLES:
+        if role in item:
+            item[role] = item[role].mul(255).round_().to(torch.uint8)
+        if f"{role}_mask" in item:
+            item[f"{role}_mask"] = item[f"{role}_mask"].nan_to_num(UNKNOWN_MASK).to(torch.uint8)
+    return item
+
+
+def from_uint8(batch: dict[str, Any], color: ColorJitter | None = None) -> dict[str, Any]:
+    """A batch of :func:`to_uint8` items back in float32 (images in [0, 1], masks in {0, 1} or NaN), on whatever
+    device it is; a ``color_jitter`` entry ((b, 4) parameters of ``color``, drawn per item in the workers) is
+    applied to every frame of its item and removed. Float tensors pass through untouched."""
+    batch = dict(batch)
+    for role in ROLES:
+        if role in batch and batch[role].dtype == torch.uint8:
+            batch[role] = batch[role].float().div_(255.0)
+        mask = batch.get(f"{role}_mask")
+        if mask is not None and mask.dtype == torch.uint8:
+            batch[f"{role}_mask"] = mask.float().masked_fill_(mask == UNKNOWN_MASK, math.nan)
+    params = batch.pop("color_jitter", None)
+    if params is not None and color is not None:
+        for role in ROLES:
+            if role in batch:
+                image = batch[role]
+                flat = image.reshape(-1, *image.shape[-3:])
+                rows = params.to(image.dtype).repeat_interleave(flat.shape[0] // params.shape[0], dim=0)
+                batch[role] = color.apply(flat, rows).reshape(image.shape)
+    return batch

@@ -308,3 +308,62 @@ def test_items_per_clip_must_be_positive(random_shards):
 
     with pytest.raises(ConfigError, match="items_per_clip"):
         PairsDataModule(shards=str(random_shards), image_size=SIZE, items_per_clip=0)
+
+
+@pytest.mark.parametrize("module", ["pairs", "few_shot"])
+@pytest.mark.parametrize("image_size", [SIZE, 12])
+def test_uint8_transfer_carries_the_float_pipelines_training_batches(random_shards, module, image_size):
+    """uint8_transfer: workers send uint8 images/masks and each item's jitter parameters; after
+    on_after_batch_transfer the batch equals the float pipeline's (exact up to float rounding at the stored size,
+    within the 1/510 quantisation, grown by the jitter, when resized), with the jitter applied item by item."""
+    from talkinghead.datamodules.transforms import ColorJitter, from_uint8
+
+    kind, extra = (PairsDataModule, {}) if module == "pairs" else (FewShotDataModule, {"num_references": 3})
+    roles = ("source", "driving") if module == "pairs" else ("references", "driving")
+
+    def data(uint8):
+        made = kind(shards=str(random_shards), image_size=image_size, batch_size=3, num_workers=1,
+                    samples_per_epoch=6, items_per_clip=2, color_jitter=ColorJitter(0.2, 0.2, 0.2, 0.05),
+                    uint8_transfer=uint8, **extra)
+        made.setup("fit")
+        return made
+
+    plain, packed = data(False), data(True)
+    pairs = list(zip(batches(plain.train_dataloader()), batches(packed.train_dataloader())))
+    assert len(pairs) == 2
+    atol = 1e-5 if image_size == SIZE else 3 / 255
+    for expected, sent in pairs:
+        assert "color_jitter" not in expected and sent["color_jitter"].shape == (3, 4)
+        assert all(sent[role].dtype == sent[f"{role}_mask"].dtype == torch.uint8 for role in roles)
+        got = packed.on_after_batch_transfer(sent, 0)
+        assert "color_jitter" not in got
+        for role in roles:
+            torch.testing.assert_close(got[role], expected[role], rtol=0, atol=atol)
+            assert (got[role] - expected[role]).abs().mean() < 0.5 / 255
+            torch.testing.assert_close(got[f"{role}_mask"], expected[f"{role}_mask"], rtol=0, atol=0)
+            torch.testing.assert_close(got[f"{role}_landmarks"], expected[f"{role}_landmarks"])
+        assert expected["sample"] == got["sample"]
+    # the jitter was applied: without it the images differ from the float pipeline's
+    undone = from_uint8(pairs[0][1], color=None)
+    assert (undone[roles[1]] - pairs[0][0][roles[1]]).abs().max() > 0.02
+
+
+def test_uint8_transfer_trains_on_float_batches(random_shards, tmp_path):
+    """Through a Trainer, the module's training step sees float32 images in [0, 1] and float masks."""
+    import lightning as L
+    from probe_module import ProbeModule
+
+    seen = []
+
+    class Probe(ProbeModule):
+        def training_step(self, batch, batch_idx):
+            seen.append((batch["source"].dtype, batch["source_mask"].dtype, float(batch["source"].max()),
+                         "color_jitter" in batch))
+            return super().training_step(batch, batch_idx)
+
+    data = PairsDataModule(shards=str(random_shards), image_size=SIZE, batch_size=2, num_workers=0,
+                           samples_per_epoch=4, uint8_transfer=True)
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(Probe(), datamodule=data)
+    assert seen and all(entry[:2] == (torch.float32, torch.float32) and entry[2] <= 1.0 for entry in seen)

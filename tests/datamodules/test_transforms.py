@@ -74,3 +74,37 @@ def test_augment_flips_all_frames_together(random_clip):
     torch.testing.assert_close(select(flipped, [1, 0])["image"], select(frames, [1, 0])["image"].flip(-1))
     unchanged = Augment(flip_probability=0.0)(frames, random.Random(0))
     torch.testing.assert_close(unchanged["landmarks"], frames["landmarks"])
+
+
+def test_uint8_round_trip_is_exact_for_decoded_frames_and_keeps_unknown_masks(random_clip):
+    from talkinghead.datamodules.transforms import from_uint8, to_uint8
+
+    frames = clip_to_frames(random_clip(0, size=16), 16)
+    unknown = clip_to_frames(random_clip(1, size=16, mask=False), 16)
+    item = {"source": frames["image"][0], "source_mask": frames["mask"][0], "driving": unknown["image"][0],
+            "driving_mask": unknown["mask"][0], "driving_landmarks": unknown["landmarks"][0]}
+    packed = to_uint8(item)
+    assert packed["source"].dtype == packed["source_mask"].dtype == packed["driving_mask"].dtype == torch.uint8
+    assert packed["driving_landmarks"] is item["driving_landmarks"]
+    back = from_uint8(packed)
+    for name in item:
+        assert back[name].dtype == torch.float32
+        torch.testing.assert_close(back[name], item[name], rtol=0, atol=0, equal_nan=True)
+    assert back["driving_mask"].isnan().all() and back["source_mask"].isfinite().all()
+    resized = clip_to_frames(random_clip(0, size=16), 12)["image"]
+    error = from_uint8(to_uint8({"source": resized}))["source"] - resized
+    assert 0 < error.abs().max() <= 0.5 / 255 + 1e-7
+
+
+def test_color_jitter_batched_parameters_equal_one_draw_per_sample():
+    jitter = ColorJitter(brightness=0.2, contrast=0.3, saturation=0.3, hue=0.05)
+    images = torch.rand(3, 2, 3, 8, 8)  # 3 samples of 2 frames
+    one_by_one, rows = [], []
+    for sample in range(3):
+        one_by_one.append(jitter(images[sample], random.Random(sample)))
+        rows.append(jitter.draw(random.Random(sample)))
+    params = torch.tensor(rows).repeat_interleave(2, dim=0)
+    batched = jitter.apply(images.flatten(0, 1), params).unflatten(0, (3, 2))
+    torch.testing.assert_close(batched, torch.stack(one_by_one), rtol=0, atol=1e-5)
+    assert not torch.allclose(batched[0], batched[1])  # the samples did get different changes
+    assert ColorJitter(brightness=0.2, contrast=0, saturation=0, hue=0).draw(random.Random(0))[1:] == [1.0, 1.0, 0.0]
