@@ -258,7 +258,7 @@ class ItemBuilder:
                           mask=None if clip.mask is None else clip.mask[picks])
             return subset, select(frames, picks)
         clip = decode_clip(sample, frame_indices)
-        frames = clip_to_frames(clip, self.image_size)
+        frames = clip_to_frames(clip, self.image_size, uint8=self.uint8_transfer)
         return clip, remove_background(frames) if self.remove_background else frames
 
     def train_indices(self, num_frames: int, rng: random.Random) -> list[int]:
@@ -290,7 +290,7 @@ class ItemBuilder:
         chosen = [self.train_indices(num_frames, rng) for _ in range(count)]
         union = sorted({index for indices in chosen for index in indices})
         clip = decode_clip(sample, union)
-        frames = clip_to_frames(clip, self.image_size)
+        frames = clip_to_frames(clip, self.image_size, uint8=self.uint8_transfer)
         self._decoded = (sample, union, clip, remove_background(frames) if self.remove_background else frames)
         try:
             items = [self.build(sample, indices, rng) for indices in chosen]

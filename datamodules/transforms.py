@@ -28,15 +28,21 @@ __all__ = [
 class Frames(TypedDict):
     """n frames of one clip, in the batch vocabulary's units (see talkinghead.batch)."""
 
-    image: Tensor  # (n, 3, s, s) float32 in [0, 1]
+    image: Tensor  # (n, 3, s, s) float32 in [0, 1] (uint8 in [0, 255] from clip_to_frames(uint8=True))
     landmarks: Tensor  # (n, 68, 2) float32 pixels
     pose: Tensor  # (n, 6) float32, NaN when unknown
     mask: Tensor  # (n, 1, s, s) float32 in {0, 1}, NaN when unknown
 
 
-def clip_to_frames(clip: Clip, image_size: int) -> Frames:
-    """Tensors of a decoded clip, resized to image_size x image_size (landmarks scaled with the image)."""
-    image = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2).float().div_(255.0)
+def clip_to_frames(clip: Clip, image_size: int, uint8: bool = False) -> Frames:
+    """Tensors of a decoded clip, resized to image_size x image_size (landmarks scaled with the image).
+
+    ``uint8``: images stay uint8 (as decoded; resized ones are rounded back to uint8), for :func:`to_uint8` items.
+    """
+    image = torch.from_numpy(np.ascontiguousarray(clip.frames)).permute(0, 3, 1, 2)
+    resize = image.shape[-1] != image_size
+    if resize or not uint8:
+        image = image.float().div_(255.0)
     landmarks = torch.from_numpy(clip.landmarks.astype(np.float32))
     num, _, height, width = image.shape
     if height != width:
@@ -45,10 +51,12 @@ def clip_to_frames(clip: Clip, image_size: int) -> Frames:
         mask = torch.full((num, 1, height, width), math.nan)
     else:
         mask = torch.from_numpy(clip.mask.astype(np.float32)).unsqueeze(1)
-    if height != image_size:
+    if resize:
         scale = image_size / height
         image = F.interpolate(image, size=image_size, mode="bilinear", antialias=True, align_corners=False)
         image = image.clamp_(0.0, 1.0)
+        if uint8:
+            image = image.mul_(255).round_().to(torch.uint8)
         mask = F.interpolate(mask, size=image_size, mode="nearest")
         # Pixel centres sit at integers: a point x maps to (x + 0.5) * scale - 0.5.
         landmarks = (landmarks + 0.5) * scale - 0.5
@@ -62,7 +70,7 @@ def remove_background(frames: Frames) -> Frames:
     if not known.any():
         return frames
     image = frames["image"].clone()
-    image[known] = image[known] * frames["mask"][known]
+    image[known] = (image[known] * frames["mask"][known]).to(image.dtype)  # (uint8 images: mask values are 0, 1)
     return Frames(**{**frames, "image": image})
 
 
@@ -163,7 +171,7 @@ def to_uint8(item: dict[str, Any]) -> dict[str, Any]:
     """
     item = dict(item)
     for role in ROLES:
-        if role in item:
+        if role in item and item[role].dtype != torch.uint8:  # (clip_to_frames(uint8=True) made it uint8 already)
             item[role] = item[role].mul(255).round_().to(torch.uint8)
         if f"{role}_mask" in item:
             item[f"{role}_mask"] = item[f"{role}_mask"].nan_to_num(UNKNOWN_MASK).to(torch.uint8)

@@ -318,7 +318,8 @@ def test_uint8_transfer_carries_the_float_pipelines_training_batches(random_shar
     within the 1/510 quantisation, grown by the jitter, when resized), with the jitter applied item by item."""
     from talkinghead.datamodules.transforms import ColorJitter, from_uint8
 
-    kind, extra = (PairsDataModule, {}) if module == "pairs" else (FewShotDataModule, {"num_references": 3})
+    kind, extra = ((PairsDataModule, {}) if module == "pairs"
+                   else (FewShotDataModule, {"num_references": 3, "remove_background": True}))
     roles = ("source", "driving") if module == "pairs" else ("references", "driving")
 
     def data(uint8):
