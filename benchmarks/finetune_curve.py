@@ -1,7 +1,8 @@
-"""Fine-tuning learning curve of a meta-learned FSTH or LPD checkpoint on held-out people: PSNR of the fine-tuned
-model on each person's held-out frames (never among the T) every --every generator steps, averaged over people,
-beside the mean of the T frames and copying the first of them. Fine-tunes with the package's fine-tuning config
-(the same ``talkinghead fit`` stage ``talkinghead evaluate --mode few-shot`` runs) and writes a PNG and a JSON::
+"""Fine-tuning learning curve of a meta-learned FSTH or LPD checkpoint on held-out people: PSNR and SSIM of the
+fine-tuned model on each person's held-out frames (never among the T) every --every generator steps, averaged over
+people, beside the mean of the T frames and copying the first of them (the PNG plots PSNR, the JSON both).
+Fine-tunes with the package's fine-tuning config (the same ``talkinghead fit`` stage ``talkinghead evaluate --mode
+few-shot`` runs) and writes a PNG and a JSON::
 
     python benchmarks/finetune_curve.py --checkpoint talkinghead/assets/fsth_tiny_meta.ckpt --data PEOPLE \\
         --shots 8 --steps 300 --every 25 --out docs/fsth_tiny_finetune_curve.png
@@ -17,29 +18,30 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from few_shot_common import scores
 from osfv_learning import plot_curve
 
 from talkinghead.evaluation import checkpoint_data_setting, checkpoint_image_size, load_model
 from talkinghead.few_shot_evaluation import (FewShotSettings, default_finetune_config, few_shot_kind, finetuning_cli,
                                              people_in, person_data)
-from talkinghead.metrics import PSNR
 
 
-def psnr(prediction: torch.Tensor, target: torch.Tensor) -> float:
-    metric = PSNR()
-    metric.update(prediction.clamp(0, 1), target)
-    return metric.compute().item()
+def held_out_scores(prediction: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
+    """(PSNR, SSIM) of predictions, clamped to [0, 1], against the held-out frames."""
+    measured = scores(prediction.clamp(0, 1), target)
+    return measured["PSNR"], measured["SSIM"]
 
 
 class HeldOutPSNR(L.Callback):
-    """Held-out PSNR of the fine-tuned model every ``every`` generator steps (and at step 0)."""
+    """Held-out PSNR and SSIM of the fine-tuned model every ``every`` generator steps (and at step 0)."""
 
     def __init__(self, held: dict[str, torch.Tensor], every: int, per_batch: int) -> None:
         self.held, self.every, self.per_batch = held, every, per_batch
         self.points: dict[int, float] = {}
+        self.ssim: dict[int, float] = {}
 
     def measure(self, module: L.LightningModule, step: int) -> None:
-        self.points[step] = psnr(module.reconstruct_batch(self.held), self.held["driving"])
+        self.points[step], self.ssim[step] = held_out_scores(module.reconstruct_batch(self.held), self.held["driving"])
         module.train()
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
@@ -71,38 +73,43 @@ def main() -> None:
     size = checkpoint_image_size(args.checkpoint)
     background = bool(checkpoint_data_setting(args.checkpoint, "remove_background", False))
     config = args.finetune_config or default_finetune_config(kind, size)
-    curves, baselines = [], {"mean of T frames": [], "copy first frame": []}
+    curves, ssim_curves, baselines = [], [], {"mean of T frames": [], "copy first frame": []}
     started = time.perf_counter()
     settings = FewShotSettings(shots=(args.shots,), finetune_steps=args.steps, held_out=args.held_out,
                                remove_background=background)
     for identity in people_in(args.data, args.people):
         person, held = person_data(args.data, identity, args.shots, settings, size)
-        references = person["references"]
-        baselines["mean of T frames"].append(psnr(references.mean(0, keepdim=True).expand_as(held["driving"]),
-                                                  held["driving"]))
-        baselines["copy first frame"].append(psnr(references[:1].expand_as(held["driving"]), held["driving"]))
+        references, target = person["references"], held["driving"]
+        baselines["mean of T frames"].append(held_out_scores(references.mean(0, keepdim=True).expand_as(target),
+                                                             target))
+        baselines["copy first frame"].append(held_out_scores(references[:1].expand_as(target), target))
         cli = finetuning_cli(args.checkpoint, config, args.data, identity, args.shots, settings, size,
                              "/tmp/finetune_curve_runs")
         probe = HeldOutPSNR(held, args.every, 1 + cli.model.discriminator_steps)
         cli.trainer.callbacks.append(probe)
         cli.trainer.fit(cli.model, cli.datamodule)
         curves.append(probe.points)
-        print(f"{identity}: " + ", ".join(f"G{s} {v:.2f}" for s, v in sorted(probe.points.items()))
-              + f" | mean of T {baselines['mean of T frames'][-1]:.2f}, copy {baselines['copy first frame'][-1]:.2f}",
-              flush=True)
+        ssim_curves.append(probe.ssim)
+        (mean_psnr, mean_ssim), (copy_psnr, copy_ssim) = (baselines[name][-1] for name in baselines)
+        print(f"{identity}: " + ", ".join(f"G{s} {v:.2f}/{probe.ssim[s]:.3f}" for s, v in sorted(probe.points.items()))
+              + f" | mean of T {mean_psnr:.2f}/{mean_ssim:.3f}, copy {copy_psnr:.2f}/{copy_ssim:.3f}", flush=True)
     steps = sorted(set.intersection(*(set(c) for c in curves)))
     mean_curve = {s: sum(c[s] for c in curves) / len(curves) for s in steps}
-    base = {name: sum(v) / len(v) for name, v in baselines.items()}
+    ssim_curve = {s: sum(c[s] for c in ssim_curves) / len(ssim_curves) for s in steps}
+    base = {name: sum(v[0] for v in values) / len(values) for name, values in baselines.items()}
+    base_ssim = {name: sum(v[1] for v in values) / len(values) for name, values in baselines.items()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_curve([(s, mean_curve[s], base["mean of T frames"]) for s in steps], out,
                title=f"{kind.upper()} tiny fine-tuned to T={args.shots} (red) vs mean of T frames (grey): "
                      f"held-out PSNR, {len(curves)} people")
     summary = {"checkpoint": args.checkpoint, "data": args.data, "shots": args.shots, "config": str(config),
-               "curve": mean_curve, "baselines": base, "minutes": (time.perf_counter() - started) / 60}
+               "curve": mean_curve, "baselines": base, "ssim_curve": ssim_curve, "ssim_baselines": base_ssim,
+               "minutes": (time.perf_counter() - started) / 60}
     out.with_suffix(".json").write_text(json.dumps(summary, indent=2))
-    print("mean held-out PSNR by G step: " + ", ".join(f"{s}: {v:.2f}" for s, v in mean_curve.items()))
-    print("baselines: " + ", ".join(f"{k} {v:.2f}" for k, v in base.items()))
+    print("mean held-out PSNR / SSIM by G step: "
+          + ", ".join(f"{s}: {v:.2f} / {ssim_curve[s]:.3f}" for s, v in mean_curve.items()))
+    print("baselines: " + ", ".join(f"{k} {v:.2f} / {base_ssim[k]:.3f}" for k, v in base.items()))
 
 
 if __name__ == "__main__":
