@@ -85,7 +85,7 @@ def main() -> None:
         baselines["copy first frame"].append(held_out_scores(references[:1].expand_as(target), target))
         cli = finetuning_cli(args.checkpoint, config, args.data, identity, args.shots, settings, size,
                              "/tmp/finetune_curve_runs")
-        probe = HeldOutPSNR(held, args.every, 1 + cli.model.discriminator_steps)
+        probe = HeldOutPSNR(held, args.every, cli.model.optimizer_steps_per_batch)
         cli.trainer.callbacks.append(probe)
         cli.trainer.fit(cli.model, cli.datamodule)
         curves.append(probe.points)

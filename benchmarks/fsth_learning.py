@@ -50,21 +50,21 @@ SHOTS = (1, 8)
 
 def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, int, float]:
     """Runs the meta-learning fit; returns (checkpoint, generator steps, seconds)."""
-    if args.meta_steps:  # a G step and discriminator_steps (2) D steps per batch, all counted by global_step
-        budget = [f"--trainer.max_steps={3 * args.meta_steps}"]
-    else:
-        budget = [f"--trainer.max_time={duration(int(args.meta_minutes * 60))}", "--trainer.max_steps=-1"]
+    budget = [] if args.meta_steps else [f"--trainer.max_time={duration(int(args.meta_minutes * 60))}"]
     cli = TalkingHeadCLI(
         args=[
             "--config", str(config_path("fsth", "tiny_meta.yaml")),
             f"--data.init_args.shards={train}", f"--data.init_args.num_workers={args.workers}",
-            *budget, "--trainer.max_epochs=-1", "--trainer.enable_progress_bar=false",
+            *budget, "--trainer.max_steps=-1", "--trainer.max_epochs=-1", "--trainer.enable_progress_bar=false",
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={out}",
             f"--trainer.default_root_dir={out / 'meta'}", f"--seed_everything={args.seed}",
             *args.overrides,
         ],
         run=False,
     )
+    per_batch = cli.model.optimizer_steps_per_batch  # global_step counts the G step and the D steps (2)
+    if args.meta_steps:
+        cli.trainer.fit_loop.epoch_loop.max_steps = per_batch * args.meta_steps
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     seconds = time.perf_counter() - start
@@ -75,8 +75,8 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path) -> tuple[Path, 
     global_step = cli.trainer.global_step
     batches = cli.trainer.fit_loop.total_batch_idx + 1
     print(f"meta-learning: global_step {global_step}, batches {batches} "
-          f"(expected global_step = 3 x batches = {3 * batches}), {seconds / 60:.1f} min")
-    return checkpoint, global_step // 3, seconds
+          f"(expected global_step = {per_batch} x batches = {per_batch * batches}), {seconds / 60:.1f} min")
+    return checkpoint, global_step // per_batch, seconds
 
 
 def person_data(folder: Path, shots: int, args: argparse.Namespace) -> tuple[PersonDataModule, dict, dict]:
@@ -103,16 +103,18 @@ def fine_tune(args: argparse.Namespace, out: Path, meta: Path, folder: Path, sho
             f"--model.init_args.init_from={meta}",
             f"--data.init_args.shards={folder}", f"--data.init_args.num_frames={shots}",
             f"--data.init_args.val_samples={args.held_out}",
-            f"--trainer.max_steps={3 * args.finetune_steps}", "--trainer.max_epochs=-1",
+            "--trainer.max_epochs=-1",
             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={out / 'finetune' / name}", f"--seed_everything={args.seed}",
             *extra, *args.finetune_override,
         ],
         run=False,
     )
+    per_batch = cli.model.optimizer_steps_per_batch  # one G step alone when an override drops every D term
+    cli.trainer.fit_loop.epoch_loop.max_steps = per_batch * args.finetune_steps
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
-    return cli.model.eval(), cli.trainer.global_step // 3, time.perf_counter() - start
+    return cli.model.eval(), cli.trainer.global_step // per_batch, time.perf_counter() - start
 
 
 @torch.no_grad()

@@ -50,7 +50,6 @@ from talkinghead.lightning.finetune import load_meta_module
 from talkinghead.lightning.lpd import LPDFineTuneModule, LPDModule
 
 SETTINGS = {"on": True, "off": False}  # augment_pose of both stages
-STEPS_PER_BATCH = 2  # global_step counts a G step and a D step per batch
 EMBED_SIZE = 320  # MTCNN finds more of the 64-px synthetic faces at 320 px bicubic than at 256 px bilinear
 
 
@@ -59,7 +58,7 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -
     if args.meta_minutes:
         budget = [f"--trainer.max_time={duration(int(args.meta_minutes * 60))}", "--trainer.max_steps=-1"]
     else:
-        budget = [f"--trainer.max_steps={STEPS_PER_BATCH * args.meta_steps}"]
+        budget = []
     cli = TalkingHeadCLI(
         args=[
             "--config", str(config_path("lpd", "tiny_meta.yaml")),
@@ -74,6 +73,9 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -
         ],
         run=False,
     )
+    per_batch = cli.model.optimizer_steps_per_batch  # global_step counts a G step and a D step per batch
+    if args.meta_steps:
+        cli.trainer.fit_loop.epoch_loop.max_steps = per_batch * args.meta_steps
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
     seconds = time.perf_counter() - start
@@ -84,8 +86,9 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -
     global_step = cli.trainer.global_step
     batches = cli.trainer.fit_loop.total_batch_idx + 1
     print(f"meta-learning (augment_pose {setting}): global_step {global_step}, batches {batches} "
-          f"(expected global_step = 2 x batches = {STEPS_PER_BATCH * batches}), {seconds / 60:.1f} min", flush=True)
-    return checkpoint, global_step // STEPS_PER_BATCH, seconds
+          f"(expected global_step = {per_batch} x batches = {per_batch * batches}), {seconds / 60:.1f} min",
+          flush=True)
+    return checkpoint, global_step // per_batch, seconds
 
 
 def person_data(folder: Path, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -109,16 +112,18 @@ def fine_tune(args: argparse.Namespace, out: Path, meta: Path, folder: Path, set
             f"--model.init_args.augment_pose={str(SETTINGS[setting]).lower()}",
             f"--data.init_args.shards={folder}", f"--data.init_args.num_frames={args.shots}",
             f"--data.init_args.val_samples={args.held_out}",
-            f"--trainer.max_steps={STEPS_PER_BATCH * args.finetune_steps}", "--trainer.max_epochs=-1",
+            "--trainer.max_epochs=-1",
             "--trainer.limit_val_batches=0", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
             f"--trainer.default_root_dir={out / 'finetune' / f'{folder.name}_aug_{setting}'}",
             f"--seed_everything={args.seed}",
         ],
         run=False,
     )
+    per_batch = cli.model.optimizer_steps_per_batch  # the G step alone when no loss term reads D
+    cli.trainer.fit_loop.epoch_loop.max_steps = per_batch * args.finetune_steps
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
-    return cli.model.eval(), cli.trainer.global_step // STEPS_PER_BATCH, time.perf_counter() - start
+    return cli.model.eval(), cli.trainer.global_step // per_batch, time.perf_counter() - start
 
 
 def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:

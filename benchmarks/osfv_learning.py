@@ -83,7 +83,7 @@ def main() -> None:
         run=False,
     )
     # Lightning's global_step counts optimizer steps: G and D steps, or G steps alone when no term reads D.
-    per_batch = 1 + cli.model.discriminator_steps if cli.model.uses_discriminator() else 1
+    per_batch = cli.model.optimizer_steps_per_batch
     if args.checkpoint:
         model, trained = load_model(args.checkpoint), None
         steps = torch.load(args.checkpoint, map_location="cpu", weights_only=True)["global_step"] // per_batch

@@ -226,7 +226,7 @@ def time_steps(module: L.LightningModule, batches: list[dict[str, Tensor]], step
 
         callbacks.append(CompileNetworks())  # at fit start, after the EMA copy; the warm-up steps compile
     loader = [batches[i % len(batches)] for i in range(warmup + steps)]
-    optimizer_steps = (1 + module.discriminator_steps) * len(loader)  # global_step counts G and D steps
+    optimizer_steps = module.optimizer_steps_per_batch * len(loader)  # global_step counts G and D steps
     trainer = L.Trainer(accelerator="gpu" if args.device.startswith("cuda") else "cpu", devices=1,
                         precision=args.precision, max_steps=optimizer_steps, max_epochs=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

@@ -137,8 +137,9 @@ def finetuning_cli(checkpoint: str | os.PathLike, config: str | os.PathLike, sha
               f"--trainer.default_root_dir={root}", f"--seed_everything={settings.seed}"],
         run=False,
     )
-    # global_step counts every optimizer step: a G step and discriminator_steps D steps per batch.
-    cli.trainer.fit_loop.epoch_loop.max_steps = settings.finetune_steps * (1 + cli.model.discriminator_steps)
+    # global_step counts every optimizer step: a G step and discriminator_steps D steps per batch (G alone when
+    # no loss term reads D).
+    cli.trainer.fit_loop.epoch_loop.max_steps = settings.finetune_steps * cli.model.optimizer_steps_per_batch
     return cli
 
 

@@ -310,10 +310,19 @@ class AdversarialModule(L.LightningModule):
                              real: Any = None) -> dict[str, Tensor]:
         raise NotImplementedError
 
+    #: The generator-side loss terms that read D (OSFV names its adversarial term "gan").
+    discriminator_terms: tuple[str, ...] = ("adversarial", "feature_matching")
+
     def uses_discriminator(self) -> bool:
         """Whether any generator-side term reads D; when none does (an adversarial-free recipe, e.g. a CPU one),
         the discriminator is neither run nor stepped and Lightning's global_step advances once per batch."""
-        return True
+        return any(self.wants(term) for term in self.discriminator_terms)
+
+    @property
+    def optimizer_steps_per_batch(self) -> int:
+        """Optimizer steps Lightning's global_step counts per batch: the G step and ``discriminator_steps`` D
+        steps, or the G step alone when no term reads D. ``max_steps = optimizer_steps_per_batch * G steps``."""
+        return 1 + self.discriminator_steps if self.uses_discriminator() else 1
 
     def judge_real(self, batch: Mapping[str, Any]) -> Any:
         """D's outputs on the batch's real images for both loss hooks (see the module docstring); None: none shared."""

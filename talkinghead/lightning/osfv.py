@@ -86,6 +86,7 @@ class OSFVModule(AdversarialModule):
     """
 
     bundle_kind = "osfv"  # what `talkinghead export` calls its inference model (talkinghead.inference.KINDS)
+    discriminator_terms = ("gan", "feature_matching")
 
     def __init__(
         self,
@@ -186,9 +187,6 @@ class OSFVModule(AdversarialModule):
         outputs = model.synthesize(state.feature, state.keypoints, driving_kp, source_pose["rotation"],
                                    driving_pose["rotation"])
         return {**outputs, "canonical": state.canonical, "driving_kp": driving_kp, "driving_pose": driving_pose}
-
-    def uses_discriminator(self) -> bool:
-        return self.wants("gan") or self.wants("feature_matching")
 
     def judge_real(self, batch: Mapping[str, Any]) -> list[dict[str, Any]]:
         """D(driving) once per batch: the feature-matching targets (read detached) and the first D step's real

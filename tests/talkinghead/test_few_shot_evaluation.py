@@ -6,6 +6,7 @@ import subprocess
 import sys
 from importlib import resources
 
+import lightning as L
 import pytest
 import torch
 
@@ -90,6 +91,40 @@ def test_lpd_feed_forward_rows_and_reenactment(people):
                 assert 0 < scored["model"]["PSNR"] < 60
         with pytest.raises(ValueError, match="no free view"):
             evaluate(model, str(people), mode="free-view", num_pairs=2, image_size=64)
+
+
+def test_finetune_steps_count_generator_steps_with_or_without_a_discriminator(tmp_path, people):
+    """--finetune-steps N is N generator steps: with D steps between them (FSTH's 2 per G step), and with none
+    when the fine-tuning config gives every term that reads D weight 0 (then D is neither run nor stepped)."""
+    import yaml
+
+    from talkinghead.few_shot_evaluation import default_finetune_config, finetuning_cli
+
+    settings = FewShotSettings(shots=(2,), finetune_steps=3, held_out=3, remove_background=True)
+    fsth = finetuning_cli(FSTH, default_finetune_config("fsth", 64), str(people), "synth-400000", 2, settings, 64,
+                          tmp_path / "fsth")
+    assert fsth.model.uses_discriminator() and fsth.model.optimizer_steps_per_batch == 3
+    assert fsth.trainer.fit_loop.epoch_loop.max_steps == 9
+
+    config = yaml.safe_load(default_finetune_config("lpd", 64).read_text())
+    config["model"]["init_args"]["loss_weights"].update(adversarial=0.0, feature_matching=0.0)
+    (tmp_path / "no_d.yaml").write_text(yaml.safe_dump(config))
+    lpd = finetuning_cli(LPD, tmp_path / "no_d.yaml", str(people), "synth-400000", 2, settings, 64, tmp_path / "lpd")
+    assert not lpd.model.uses_discriminator() and lpd.trainer.fit_loop.epoch_loop.max_steps == 3
+    started = {}
+
+    class AtStart(L.Callback):  # after the person's initialisation has written D's column
+        def on_train_start(self, trainer, module):
+            started.update({f"{side}.{k}": v.clone() for side in ("person_discriminator", "person_generator")
+                            for k, v in getattr(module, side).state_dict().items()})
+
+    lpd.trainer.callbacks.append(AtStart())
+    lpd.trainer.fit(lpd.model, lpd.datamodule)
+    assert lpd.trainer.global_step == 3  # three G steps, each one optimizer step
+    now = {f"{side}.{k}": v for side in ("person_discriminator", "person_generator")
+           for k, v in getattr(lpd.model, side).state_dict().items()}
+    assert all(torch.equal(v, now[k]) for k, v in started.items() if k.startswith("person_discriminator"))
+    assert any(not torch.equal(v, now[k]) for k, v in started.items() if k.startswith("person_generator"))
 
 
 def test_bad_few_shot_input_exits_2_in_one_line_and_writes_nothing(tmp_path, people):
