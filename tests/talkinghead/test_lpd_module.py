@@ -234,8 +234,12 @@ def test_finetuning_freezes_the_encoders_reloads_alone_and_predicts_an_mp4(meta_
     _, meta_checkpoint = meta_run
     meta_copy = tmp_path / "meta.ckpt"
     shutil.copy(meta_checkpoint, meta_copy)
-    cli = finetune_cli(meta_copy, synthetic_shards, "--trainer.max_steps=6", f"--trainer.default_root_dir={tmp_path}")
+    # The paper's adversarial terms (tiny_finetune.yaml drops them): 3 batches of a G step and a D step.
+    cli = finetune_cli(meta_copy, synthetic_shards, "--trainer.max_steps=6", f"--trainer.default_root_dir={tmp_path}",
+                       "--model.init_args.loss_weights.adversarial=1",
+                       "--model.init_args.loss_weights.feature_matching=10")
     model = cli.model
+    assert model.uses_discriminator() and model.optimizer_steps_per_batch == 2
     encoders = {"identity": model.identity_encoder, "pose": model.pose_encoder}
     before = {role: {k: v.clone() for k, v in encoder.state_dict().items()} for role, encoder in encoders.items()}
     assert any("running_mean" in name for name in before["pose"])
