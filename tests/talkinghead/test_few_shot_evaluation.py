@@ -100,17 +100,23 @@ def test_finetune_steps_count_generator_steps_with_or_without_a_discriminator(tm
 
     from talkinghead.few_shot_evaluation import default_finetune_config, finetuning_cli
 
+    def config(kind, adversarial, feature_matching):
+        settings = yaml.safe_load(default_finetune_config(kind, 64).read_text())
+        settings["model"]["init_args"]["loss_weights"].update(adversarial=adversarial,
+                                                              feature_matching=feature_matching)
+        path = tmp_path / f"{kind}_{adversarial}.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        return path
+
     settings = FewShotSettings(shots=(2,), finetune_steps=3, held_out=3, remove_background=True)
-    fsth = finetuning_cli(FSTH, default_finetune_config("fsth", 64), str(people), "synth-400000", 2, settings, 64,
+    fsth = finetuning_cli(FSTH, config("fsth", 1.0, 10.0), str(people), "synth-400000", 2, settings, 64,
                           tmp_path / "fsth")
     assert fsth.model.uses_discriminator() and fsth.model.optimizer_steps_per_batch == 3
     assert fsth.trainer.fit_loop.epoch_loop.max_steps == 9
 
-    config = yaml.safe_load(default_finetune_config("lpd", 64).read_text())
-    config["model"]["init_args"]["loss_weights"].update(adversarial=0.0, feature_matching=0.0)
-    (tmp_path / "no_d.yaml").write_text(yaml.safe_dump(config))
-    lpd = finetuning_cli(LPD, tmp_path / "no_d.yaml", str(people), "synth-400000", 2, settings, 64, tmp_path / "lpd")
+    lpd = finetuning_cli(LPD, config("lpd", 0.0, 0.0), str(people), "synth-400000", 2, settings, 64, tmp_path / "lpd")
     assert not lpd.model.uses_discriminator() and lpd.trainer.fit_loop.epoch_loop.max_steps == 3
+
     started = {}
 
     class AtStart(L.Callback):  # after the person's initialisation has written D's column

@@ -190,7 +190,11 @@ def test_finetuning_fit_freezes_e_reloads_alone_and_predicts_an_mp4(meta_run, sy
     _, meta_checkpoint = meta_run
     meta_copy = tmp_path / "meta.ckpt"
     shutil.copy(meta_checkpoint, meta_copy)
-    cli = finetune_cli(meta_copy, synthetic_shards, "--trainer.max_steps=3", f"--trainer.default_root_dir={tmp_path}")
+    # The paper's adversarial terms (tiny_finetune.yaml drops them): one batch of a G step and 2 D steps.
+    cli = finetune_cli(meta_copy, synthetic_shards, "--trainer.max_steps=3", f"--trainer.default_root_dir={tmp_path}",
+                       "--model.init_args.loss_weights.adversarial=1",
+                       "--model.init_args.loss_weights.feature_matching=10")
+    assert cli.model.uses_discriminator() and cli.model.optimizer_steps_per_batch == 3
     embedder_before = {k: v.clone() for k, v in cli.model.embedder.state_dict().items()}
     generator_before = {k: v.clone() for k, v in cli.model.person_generator.state_dict().items()}
     cli.trainer.fit(cli.model, cli.datamodule)
