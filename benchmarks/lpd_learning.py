@@ -26,7 +26,7 @@ and a PNG per setting (driver frame | source's first frame | feed-forward | fine
         --checkpoint-off /tmp/lpd_learning/meta_aug_off.ckpt                          # reuse meta-learned models
     python benchmarks/lpd_learning.py --meta-steps 600 -- --model.init_args.loss_weights.l1=0   # meta overrides
     python benchmarks/lpd_learning.py --meta-minutes 10 --export talkinghead/assets/lpd_tiny_meta.ckpt  # ship it
-    python benchmarks/lpd_learning.py --settings on --meta-minutes 40 --meta-steps 0 --identities 256 \\
+    python benchmarks/lpd_learning.py --settings on --meta-minutes 40 --identities 256 \\
         --export talkinghead/assets/lpd_tiny_meta.ckpt                # the shipped model (pose augmentation on)
 """
 
@@ -76,7 +76,7 @@ def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -
         run=False,
     )
     per_batch = cli.model.optimizer_steps_per_batch  # global_step counts a G step and a D step per batch
-    if args.meta_steps:
+    if not args.meta_minutes:  # a time budget replaces the step budget (its default would otherwise cap it)
         cli.trainer.fit_loop.epoch_loop.max_steps = per_batch * args.meta_steps
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
@@ -311,7 +311,8 @@ def print_tables(results: dict, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="/tmp/lpd_learning", help="work folder (shards, logs, checkpoints, PNGs)")
-    parser.add_argument("--meta-steps", type=int, default=300, help="meta-learning budget in generator steps")
+    parser.add_argument("--meta-steps", type=int, default=300,
+                        help="meta-learning budget in generator steps, unless --meta-minutes")
     parser.add_argument("--meta-minutes", type=float, default=0.0,
                         help="meta-learning budget in minutes per setting (instead of --meta-steps)")
     parser.add_argument("--finetune-steps", type=int, default=100, help="fine-tuning generator steps per person")
