@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from talkinghead.datamodules.synthetic_heads import write_synthetic_shards
 from talkinghead.metrics import PSNR, SSIM
 
-__all__ = ["config_path", "duration", "write_data", "scores", "export_meta", "Judge"]
+__all__ = ["config_path", "duration", "write_data", "scores", "export_meta", "generator_steps", "Judge"]
 
 
 def config_path(model: str, name: str) -> Path:
@@ -53,6 +53,15 @@ def scores(prediction: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     ssim.update(prediction, target)
     return {"PSNR": psnr.compute().item(), "SSIM": ssim.compute().item(),
             "L1": F.l1_loss(prediction, target).item()}
+
+
+def generator_steps(checkpoint: Path) -> int:
+    """The G steps a reused meta-learning checkpoint trained for: Lightning's global_step counts every optimizer
+    step, so it is divided by the module's optimizer steps per batch (G and D steps, or G alone without D terms)."""
+    from talkinghead.evaluation import load_model
+
+    global_step = torch.load(checkpoint, map_location="cpu", weights_only=True)["global_step"]
+    return global_step // load_model(checkpoint).optimizer_steps_per_batch
 
 
 def export_meta(cli, path: str) -> None:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from few_shot_common import Judge, config_path, duration, export_meta, scores, write_data
+from few_shot_common import Judge, config_path, duration, export_meta, generator_steps, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
@@ -160,7 +160,7 @@ def main() -> None:
         parser.error("--export writes the checkpoint of a meta-learning run; drop --checkpoint")
     if args.checkpoint:
         meta_ckpt, meta_seconds = Path(args.checkpoint), None
-        meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=True)["global_step"] // 3
+        meta_steps = generator_steps(meta_ckpt)
     else:
         meta_ckpt, meta_steps, meta_seconds = meta_learn(args, out, train)
     meta, _ = load_meta_module(FSTHModule, str(meta_ckpt), None)  # the same weights fine-tuning starts from

@@ -16,8 +16,8 @@ real held-out frames) tell whether the output looks like the source (no leak) or
 descriptor carries identity). Features: the synthetic identity judge (talkinghead.metrics.synthetic_judge, trained
 by benchmarks/identity_judge.py on other synthetic people, never with LPD), and dlib's 128-d face descriptors
 (``DlibFaceEmbedder``, frames upsampled to 320 px; for real faces, and it finds few faces in 64-px renders). Pose
-following: the judge's landmarks of each cross-person output against the driver's exact landmarks. Real frames give the reference
-points: A's own frames (no leak at all) and B's frames (a full leak). Prints markdown tables, writes results.json
+following: the judge's landmarks of each cross-person output against the driver's exact landmarks. Real frames
+give the reference points: A's own frames (no leak at all) and B's frames (a full leak). Prints markdown tables, writes results.json
 and a PNG per setting (driver frame | source's first frame | feed-forward | fine-tuned) into --out::
 
     python benchmarks/lpd_learning.py --out /tmp/lpd_learning
@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from few_shot_common import Judge, config_path, duration, export_meta, scores, write_data
+from few_shot_common import Judge, config_path, duration, export_meta, generator_steps, scores, write_data
 
 from talkinghead.callbacks.samples import grid_image
 from talkinghead.cli import TalkingHeadCLI
@@ -57,16 +57,13 @@ EMBED_SIZE = 320  # MTCNN finds more of the 64-px synthetic faces at 320 px bicu
 
 def meta_learn(args: argparse.Namespace, out: Path, train: Path, setting: str) -> tuple[Path, int, float]:
     """Runs the meta-learning fit with augment_pose on or off; returns (checkpoint, generator steps, seconds)."""
-    if args.meta_minutes:
-        budget = [f"--trainer.max_time={duration(int(args.meta_minutes * 60))}", "--trainer.max_steps=-1"]
-    else:
-        budget = []
+    budget = [f"--trainer.max_time={duration(int(args.meta_minutes * 60))}"] if args.meta_minutes else []
     cli = TalkingHeadCLI(
         args=[
             "--config", str(config_path("lpd", "tiny_meta.yaml")),
             f"--data.init_args.shards={train}", f"--data.init_args.num_workers={args.workers}",
             f"--model.init_args.augment_pose={str(SETTINGS[setting]).lower()}",
-            *budget, "--trainer.max_epochs=-1",
+            *budget, "--trainer.max_steps=-1", "--trainer.max_epochs=-1",
             "--trainer.enable_progress_bar=false",
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", f"--trainer.logger.init_args.save_dir={out}",
             f"--trainer.logger.init_args.name=meta_aug_{setting}",
@@ -363,7 +360,7 @@ def main() -> None:
     for setting in args.settings:
         if checkpoints[setting]:
             meta_ckpt, meta_seconds = Path(checkpoints[setting]), None
-            meta_steps = torch.load(meta_ckpt, map_location="cpu", weights_only=True)["global_step"] // 2
+            meta_steps = generator_steps(meta_ckpt)
         else:
             meta_ckpt, meta_steps, meta_seconds = meta_learn(args, out, train, setting)
         result = evaluate_setting(args, out, setting, meta_ckpt, people, data, features, judge)
