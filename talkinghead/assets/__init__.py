@@ -16,12 +16,13 @@ discriminator that fine-tuning starts from (no VGG, no optimizer state). They lo
 (and ``talkinghead.evaluation.load_model``) and as ``--model.init_args.init_from`` of the tiny_finetune.yaml
 configs, and ``talkinghead evaluate --mode few-shot`` scores them. Remade by::
 
-    python benchmarks/fsth_learning.py --meta-minutes 25 --finetune-steps 150 --out /tmp/fsth_learning \
-        --export talkinghead/assets/fsth_tiny_meta.ckpt
+    python benchmarks/fsth_learning.py --meta-minutes 40 --identities 256 --finetune-steps 300 \
+        --out /tmp/fsth_learning --export talkinghead/assets/fsth_tiny_meta.ckpt
     python benchmarks/lpd_learning.py --settings on --meta-minutes 40 --identities 256 --out /tmp/lpd_learning \
         --export talkinghead/assets/lpd_tiny_meta.ckpt
 
-(LPD: 13,261 generator steps in 40 minutes on 256 people, pose augmentation on, 2 CPU cores.)
+(FSTH: 10,147 generator steps in 40 minutes on 256 people, embedding match weight 8; LPD: 13,261 generator
+steps in 40 minutes on 256 people, pose augmentation on; 2 CPU cores.)
 
 ``synthetic_judge.safetensors``: the identity / landmark judge for synthetic heads
 (:mod:`talkinghead.metrics.synthetic_judge`), remade by ``python benchmarks/identity_judge.py``.
